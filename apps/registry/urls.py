@@ -1,0 +1,10 @@
+from django.urls import path
+
+from apps.registry import views
+
+app_name = "registry"
+urlpatterns = [
+    path("", views.model_list, name="model-list"),
+    path("<str:name>/", views.model_detail, name="model-detail"),
+    path("<str:name>/v<int:number>/", views.version_detail, name="version-detail"),
+]

@@ -1,0 +1,20 @@
+"""The Celery app: configured from Django settings (CELERY_*), tasks discovered in apps/*/tasks.py."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "store.settings")
+
+app = Celery("store")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+def _install_worker_steps(celery_app: Celery) -> None:
+    from apps.core.workers import HeartbeatStep
+
+    celery_app.steps["worker"].add(HeartbeatStep)
+
+
+_install_worker_steps(app)

@@ -1,0 +1,11 @@
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("", include("apps.core.urls")),
+    path("accounts/", include("apps.accounts.urls")),
+    path("models/", include("apps.registry.urls")),
+    path("admin/", admin.site.urls),
+]
+
+urlpatterns += [path("i18n/", include("django.conf.urls.i18n"))]

@@ -1,0 +1,93 @@
+"""Shared fixtures: an isolated registry per test, a tiny model with the real tokenizer, service checks.
+
+A test that needs PostgreSQL, Redis or Chromium calls `require(...)`: it skips with a reason locally, and fails
+in CI, where `.ci/run` sets STORE_TESTS_NO_SKIP=1.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+NO_SKIP = os.environ.get("STORE_TESTS_NO_SKIP") == "1"
+
+
+def require(condition: bool, reason: str) -> None:
+    if condition:
+        return
+    if NO_SKIP:
+        pytest.fail(f"{reason} (STORE_TESTS_NO_SKIP=1: a missing service is a failure here)")
+    pytest.skip(reason)
+
+
+def pytest_report_header(config):
+    from django.conf import settings
+
+    engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+    vendor = "postgresql" if "postgres" in engine else engine
+    return [f"database: {vendor}", f"broker: {settings.CELERY_BROKER_URL.split('://')[0]}", f"no-skip: {NO_SKIP}"]
+
+
+@pytest.fixture(autouse=True)
+def registry_root(tmp_path, settings) -> Path:
+    """Every test gets an empty registry of its own; the real models_registry/ is never touched."""
+    root = tmp_path / "registry"
+    root.mkdir()
+    settings.MODELS_REGISTRY_ROOT = root
+    return root
+
+
+@pytest.fixture(scope="session")
+def real_gguf() -> Path:
+    from apps.registry.base_model import base_model_gguf_path
+
+    return base_model_gguf_path()
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(real_gguf, tmp_path_factory) -> Path:
+    from tests.tiny_model import write_tiny_gguf
+
+    return write_tiny_gguf(real_gguf, tmp_path_factory.mktemp("tiny") / "tiny.gguf")
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_dir(tiny_gguf, tmp_path_factory) -> Path:
+    """The tiny model as a Hugging Face folder (safetensors + the real tokenizer), built once per session."""
+    from apps.registry.gguf_convert import convert_gguf
+
+    out = tmp_path_factory.mktemp("tiny-hf") / "model"
+    convert_gguf(tiny_gguf, out)
+    return out
+
+
+@pytest.fixture
+def tiny_version(db, tiny_hf_dir):
+    """The tiny model registered as `smollm2-135m-instruct` v1 (alias latest) in this test's registry."""
+    from django.conf import settings
+
+    from apps.registry.services import model_version_register
+
+    return model_version_register(name=settings.BASE_MODEL_ID, source_dir=tiny_hf_dir, description="tiny test model")
+
+
+@pytest.fixture
+def user(db):
+    from tests.factories import UserFactory
+
+    return UserFactory()
+
+
+@pytest.fixture
+def other_user(db):
+    from tests.factories import UserFactory
+
+    return UserFactory()
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst

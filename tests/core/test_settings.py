@@ -1,0 +1,80 @@
+"""Settings parsing: each case runs in a fresh interpreter with exactly the environment it describes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBE = """
+import json, django
+from django.conf import settings
+django.setup()
+db = settings.DATABASES["default"]
+print(json.dumps({
+    "engine": db["ENGINE"], "name": str(db["NAME"]), "host": db.get("HOST"), "port": db.get("PORT"),
+    "user": db.get("USER"), "options": db.get("OPTIONS", {}), "broker": settings.CELERY_BROKER_URL,
+    "transport": settings.CELERY_BROKER_TRANSPORT_OPTIONS, "secret": settings.SECRET_KEY, "debug": settings.DEBUG,
+    "hosts": settings.ALLOWED_HOSTS, "registry": str(settings.MODELS_REGISTRY_ROOT),
+    "routes": settings.CELERY_TASK_ROUTES, "prefetch": settings.CELERY_WORKER_PREFETCH_MULTIPLIER,
+}))
+"""
+CONFIG_VARS = ["DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "MODELS_REGISTRY_ROOT"]
+
+
+def probe(tmp_path, **env) -> dict:
+    base = {k: v for k, v in os.environ.items() if k not in CONFIG_VARS}
+    base.update(DJANGO_SETTINGS_MODULE="store.settings", STORE_DATA_DIR=str(tmp_path / "data"), **env)
+    out = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=base, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_embedded_default_needs_no_server(tmp_path):
+    s = probe(tmp_path)
+    assert s["engine"] == "django.db.backends.sqlite3"
+    assert s["name"] == str(tmp_path / "data" / "db.sqlite3")
+    assert "journal_mode=WAL" in s["options"]["init_command"]
+    assert s["options"]["transaction_mode"] == "IMMEDIATE" and s["options"]["timeout"] >= 5
+    assert s["broker"] == "filesystem://"
+    assert s["transport"]["data_folder_in"] == s["transport"]["data_folder_out"]
+    assert (tmp_path / "data" / "broker" / "queue").is_dir()
+    assert s["debug"] is False
+    assert s["registry"] == str(ROOT / "models_registry")
+    assert s["routes"]["apps.tuning.tasks.*"] == {"queue": "gpu"} and s["prefetch"] == 1
+
+
+def test_generated_secret_is_kept_and_shared(tmp_path):
+    first, second = probe(tmp_path), probe(tmp_path)
+    assert len(first["secret"]) >= 50 and first["secret"] == second["secret"]
+    key_file = tmp_path / "data" / "secret_key"
+    assert key_file.read_text().strip() == first["secret"]
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+
+
+def test_production_variables(tmp_path):
+    s = probe(
+        tmp_path,
+        DATABASE_URL="postgres://store:s3cret@db.internal:6543/gptstore",
+        CELERY_BROKER_URL="redis://redis:6379/2",
+        SECRET_KEY="x" * 60,
+        DEBUG="true",
+        ALLOWED_HOSTS="store.example.com,api.example.com",
+        MODELS_REGISTRY_ROOT=str(tmp_path / "artifacts"),
+    )
+    assert s["engine"] == "django.db.backends.postgresql"
+    assert (s["name"], s["host"], s["port"], s["user"]) == ("gptstore", "db.internal", 6543, "store")
+    assert s["broker"] == "redis://redis:6379/2" and "data_folder_in" not in s["transport"]
+    assert s["secret"] == "x" * 60 and not (tmp_path / "data" / "secret_key").exists()
+    assert s["debug"] is True
+    assert s["hosts"] == ["store.example.com", "api.example.com"]
+    assert s["registry"] == str(tmp_path / "artifacts")
+
+
+def test_env_example_lists_every_variable_the_settings_read():
+    import re
+
+    names = set(re.findall(r'env\.\w+\(\s*"([A-Z_]+)"', (ROOT / "store" / "settings.py").read_text()))
+    names |= set(re.findall(r'env\.db\(\s*"([A-Z_]+)"', (ROOT / "store" / "settings.py").read_text()))
+    listed = set(re.findall(r"^#?\s*([A-Z_]+)=", (ROOT / ".env.example").read_text(), flags=re.M))
+    assert names and names <= listed, f"missing from .env.example: {sorted(names - listed)}"
