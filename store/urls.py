@@ -5,6 +5,7 @@ urlpatterns = [
     path("", include("apps.core.urls")),
     path("accounts/", include("apps.accounts.urls")),
     path("models/", include("apps.registry.urls")),
+    path("v1/", include("apps.api.urls_openai")),
     path("admin/", admin.site.urls),
 ]
 

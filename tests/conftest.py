@@ -64,6 +64,16 @@ def tiny_hf_dir(tiny_gguf, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def real_hf_dir(real_gguf, tmp_path_factory) -> Path:
+    """The real base model converted from the wheel's GGUF file (about 25 s), once per session."""
+    from apps.registry.gguf_convert import convert_gguf
+
+    out = tmp_path_factory.mktemp("real-hf") / "model"
+    convert_gguf(real_gguf, out)
+    return out
+
+
 @pytest.fixture
 def tiny_version(db, tiny_hf_dir):
     """The tiny model registered as `smollm2-135m-instruct` v1 (alias latest) in this test's registry."""

@@ -82,3 +82,54 @@ def celery_worker(*, queues: str = "celery,gpu", log_path: Path | None = None, *
                 proc.wait()
         if log_path:
             log.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def store_server(*, log_path: Path | None = None, **env):
+    """A second store process (uvicorn, ASGI) on the test database; yields its base URL once it answers."""
+    import urllib.error
+    import urllib.request
+
+    port = free_port()
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "store.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+         "--lifespan", "off", "--no-access-log"],
+        cwd=ROOT,
+        env=live_env(**env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def answers():
+        if proc.poll() is not None:
+            raise RuntimeError(f"the store process exited with {proc.returncode}; log: {log_path}")
+        try:
+            urllib.request.urlopen(f"{url}/healthz", timeout=2)
+        except urllib.error.HTTPError:
+            return True  # it answered (503 is fine here: no worker runs)
+        except OSError:
+            return False
+        return True
+
+    try:
+        wait_for(answers, timeout=60, what="the store process to answer")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if log_path:
+            log.close()

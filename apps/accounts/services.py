@@ -1,6 +1,10 @@
-from django.db import transaction
+import hashlib
+import secrets
 
-from apps.accounts.models import User
+from django.db import transaction
+from django.utils import timezone
+
+from apps.accounts.models import APIKey, User
 
 
 def user_create(*, username: str, email: str, password: str) -> User:
@@ -15,3 +19,39 @@ def user_delete(*, user: User) -> None:
     for registered_model in user.registered_models.all():
         registered_model_delete(registered_model=registered_model)
     user.delete()
+
+
+API_KEY_PREFIX = "sk-store-"
+
+
+def api_key_hash(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+@transaction.atomic
+def api_key_create(*, user: User, name: str, expires_at=None) -> tuple[APIKey, str]:
+    """Create a key; returns (row, the key itself). The key is not stored and cannot be shown again."""
+    raw = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    key = APIKey.objects.create(
+        user=user, name=name.strip() or "API key", prefix=raw[: len(API_KEY_PREFIX) + 4], hashed_key=api_key_hash(raw),
+        expires_at=expires_at,
+    )
+    return key, raw
+
+
+def api_key_revoke(*, key: APIKey) -> None:
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+
+
+def api_key_authenticate(raw: str) -> APIKey | None:
+    """The active key for this secret, with its user, or None. Marks it used (at most once a minute)."""
+    key = APIKey.objects.active().select_related("user").filter(hashed_key=api_key_hash(raw)).first()
+    if key is None or not key.user.is_active:
+        return None
+    now = timezone.now()
+    if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
+        APIKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
+    return key

@@ -1,0 +1,58 @@
+"""OpenAI's error shape for /v1: {"error": {"message", "type", "param", "code"}}, with OpenAI's statuses."""
+
+from __future__ import annotations
+
+from django.http import Http404
+from rest_framework import exceptions
+from rest_framework.response import Response
+
+from apps.core.errors import StoreError
+from apps.inference.types import InferenceError
+
+
+def openai_error(status: int, message: str, *, type: str | None = None, param=None, code=None) -> Response:
+    if type is None:
+        type = "server_error" if status >= 500 else "invalid_request_error"
+    return Response({"error": {"message": message, "type": type, "param": param, "code": code}}, status=status)
+
+
+def _first_validation_error(detail, path=""):
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            return _first_validation_error(value, f"{path}.{key}" if path and key != "non_field_errors" else (key if key != "non_field_errors" else path))
+    if isinstance(detail, list) and detail:
+        if all(isinstance(d, str) for d in detail):
+            return path or None, str(detail[0])
+        for index, item in enumerate(detail):
+            if item:
+                return _first_validation_error(item, f"{path}[{index}]")
+    return path or None, str(detail)
+
+
+def openai_exception_handler(exc, context):
+    if isinstance(exc, exceptions.ValidationError):
+        param, message = _first_validation_error(exc.detail)
+        return openai_error(400, f"{param}: {message}" if param else message, param=param, code="invalid_value")
+    if isinstance(exc, exceptions.ParseError):
+        return openai_error(400, f"We could not parse the JSON body of your request. ({exc.detail})", code="invalid_json")
+    if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
+        message = exc.detail if isinstance(exc, exceptions.AuthenticationFailed) else (
+            "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'."
+        )
+        response = openai_error(401, str(message), code="invalid_api_key")
+        response["WWW-Authenticate"] = "Bearer"
+        return response
+    if isinstance(exc, exceptions.Throttled):
+        response = openai_error(429, str(exc.detail), type="rate_limit_error", code="rate_limit_exceeded")
+        if exc.wait:
+            response["Retry-After"] = str(int(exc.wait) + 1)
+        return response
+    if isinstance(exc, (exceptions.NotFound, Http404)):
+        return openai_error(404, str(getattr(exc, "detail", exc)) or "Not found.", code="not_found")
+    if isinstance(exc, exceptions.APIException):
+        return openai_error(exc.status_code, str(exc.detail), code=getattr(exc, "default_code", None))
+    if isinstance(exc, StoreError):
+        return openai_error(exc.status, exc.message, param=exc.param, code=exc.code)
+    if isinstance(exc, InferenceError):
+        return openai_error(exc.status, exc.message, param=exc.param, code=exc.code)
+    return None

@@ -1,0 +1,176 @@
+"""OpenAI-compatible /v1: the official `openai` client works against it unchanged.
+
+Thin views: validate with a serializer, call the inference service, shape the answer as OpenAI does. Completions
+here are stateless: nothing of the conversation is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+
+from django.http import StreamingHttpResponse
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.api.authentication import BearerAPIKeyAuthentication
+from apps.api.errors import openai_exception_handler
+from apps.api.openai_serializers import ChatCompletionSerializer, CompletionSerializer
+from apps.inference.services import generation_request_build, engine_get
+from apps.inference.types import GenerationResult, InferenceError
+from apps.registry.selectors import registered_model_get, registered_model_list
+
+
+class OpenAIView(APIView):
+    authentication_classes = [BearerAPIKeyAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    def get_exception_handler(self):
+        return openai_exception_handler
+
+
+def model_object(model) -> dict:
+    return {
+        "id": model.name,
+        "object": "model",
+        "created": int(model.created_at.timestamp()),
+        "owned_by": "system" if model.owner_id is None else model.owner.username,
+    }
+
+
+class ModelListView(OpenAIView):
+    def get(self, request):
+        return Response({"object": "list", "data": [model_object(m) for m in registered_model_list(user=request.user)]})
+
+
+class ModelDetailView(OpenAIView):
+    def get(self, request, model_id):
+        return Response(model_object(registered_model_get(name=model_id, user=request.user)))
+
+
+def _usage(results: list[GenerationResult]) -> dict:
+    prompt = results[0].prompt_tokens if results else 0
+    completion = sum(r.completion_tokens for r in results)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _finish(result: GenerationResult) -> str:
+    return "length" if result.finish_reason == "length" else "stop"
+
+
+def _sse(payload) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+class _CompletionBase(OpenAIView):
+    serializer_class = None
+    object_name = ""
+    id_prefix = ""
+
+    def request_kwargs(self, data) -> dict:
+        raise NotImplementedError
+
+    def choice(self, index: int, result: GenerationResult) -> dict:
+        raise NotImplementedError
+
+    def chunk_choice(self, index: int, delta: str, finish: str | None, first: bool) -> dict:
+        raise NotImplementedError
+
+    def post(self, request):
+        serializer = self.serializer_class(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        params = serializer.sampling_params()
+        generation = generation_request_build(user=request.user, reference=data["model"], params=params, **self.request_kwargs(data))
+        engine = engine_get()
+        n = data.get("n") or 1
+        streams = []
+        for i in range(n):  # all n start now, so the engine decodes them together
+            seeded = replace(params, seed=params.seed + i) if params.seed is not None else params
+            streams.append(engine.stream(replace(generation, params=seeded)))
+        meta = {"id": f"{self.id_prefix}-{uuid.uuid4().hex}", "created": int(time.time()), "model": data["model"]}
+        if data.get("stream"):
+            response = StreamingHttpResponse(
+                self._event_stream(streams, meta, serializer.include_usage), content_type="text/event-stream"
+            )
+            response["Cache-Control"] = "no-cache"
+            response["X-Accel-Buffering"] = "no"
+            return response
+        results = [_drain(s) for s in streams]
+        return Response(
+            {
+                **meta,
+                "object": self.object_name,
+                "choices": [self.choice(i, r) for i, r in enumerate(results)],
+                "usage": _usage(results),
+            }
+        )
+
+    def _event_stream(self, streams, meta, include_usage: bool) -> Iterator[str]:
+        base = {**meta, "object": f"{self.object_name}.chunk"}
+        results = []
+        try:
+            for index, stream in enumerate(streams):
+                first = True
+                for event in stream:
+                    if event.delta or first:
+                        yield _sse({**base, "choices": [self.chunk_choice(index, event.delta, None, first)]})
+                        first = False
+                    if event.result is not None:
+                        results.append(event.result)
+                        yield _sse({**base, "choices": [self.chunk_choice(index, "", _finish(event.result), False)]})
+            if include_usage:
+                yield _sse({**base, "choices": [], "usage": _usage(results)})
+            yield "data: [DONE]\n\n"
+        except InferenceError as exc:
+            yield _sse({"error": {"message": exc.message, "type": "server_error", "param": exc.param, "code": exc.code}})
+        finally:
+            for stream in streams:
+                stream.close()  # a client that went away frees its slots in the engine
+
+
+def _drain(stream) -> GenerationResult:
+    for event in stream:
+        if event.result is not None:
+            return event.result
+    raise InferenceError("generation ended without a result")
+
+
+class ChatCompletionView(_CompletionBase):
+    serializer_class = ChatCompletionSerializer
+    object_name = "chat.completion"
+    id_prefix = "chatcmpl"
+
+    def request_kwargs(self, data) -> dict:
+        return {"messages": [{"role": m["role"], "content": m["content"]} for m in data["messages"]]}
+
+    def choice(self, index, result):
+        return {
+            "index": index,
+            "message": {"role": "assistant", "content": result.text},
+            "logprobs": None,
+            "finish_reason": _finish(result),
+        }
+
+    def chunk_choice(self, index, delta, finish, first):
+        body = {"role": "assistant", "content": delta} if first else ({"content": delta} if delta else {})
+        return {"index": index, "delta": body, "logprobs": None, "finish_reason": finish}
+
+
+class CompletionView(_CompletionBase):
+    serializer_class = CompletionSerializer
+    object_name = "text_completion"
+    id_prefix = "cmpl"
+
+    def request_kwargs(self, data) -> dict:
+        return {"prompt": data["prompt"]}
+
+    def choice(self, index, result):
+        return {"index": index, "text": result.text, "logprobs": None, "finish_reason": _finish(result)}
+
+    def chunk_choice(self, index, delta, finish, first):
+        return {"index": index, "text": delta, "logprobs": None, "finish_reason": finish}

@@ -1,0 +1,71 @@
+"""The thin layer between the store and the engine: registry references in, generation out.
+
+One engine per process, chosen by settings.INFERENCE_BACKEND. Pages and the API both come through here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+from django.conf import settings
+
+from apps.inference.engine import create_engine
+from apps.inference.types import Engine, GenerationRequest, GenerationResult, ModelSpec, SamplingParams, StreamEvent
+from apps.registry.models import ModelVersion
+from apps.registry.selectors import model_version_resolve
+
+_engine: Engine | None = None
+_engine_lock = threading.Lock()
+
+
+def engine_get() -> Engine:
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            if settings.INFERENCE_BACKEND == "remote":
+                _engine = create_engine(
+                    "remote", base_url=settings.INFERENCE_REMOTE_BASE_URL, api_key=settings.INFERENCE_REMOTE_API_KEY
+                )
+            else:
+                _engine = create_engine(
+                    "local",
+                    dtype=settings.INFERENCE_DTYPE,
+                    max_cache_bytes=settings.INFERENCE_CACHE_BYTES,
+                    max_batch=settings.INFERENCE_MAX_BATCH,
+                    num_threads=settings.TORCH_NUM_THREADS,
+                )
+        return _engine
+
+
+def engine_reset() -> None:
+    """Forget the process's engine (tests switch settings; the next call builds a new one)."""
+    global _engine
+    with _engine_lock:
+        if _engine is not None and hasattr(_engine, "close"):
+            _engine.close()
+        _engine = None
+
+
+def model_spec_for(version: ModelVersion) -> ModelSpec:
+    base = None
+    if version.kind == ModelVersion.Kind.LORA:
+        if version.base_version is None:
+            raise ValueError(f"{version} is an adapter without a base version")
+        base = model_spec_for(version.base_version)
+    return ModelSpec(key=version.reference, path=str(version.path), kind=version.kind, base=base)
+
+
+def generation_request_build(
+    *, user, reference: str, messages: list[dict] | None = None, prompt: str | None = None, params: SamplingParams
+) -> GenerationRequest:
+    version = model_version_resolve(reference=reference, user=user)
+    return GenerationRequest(model=model_spec_for(version), messages=messages, prompt=prompt, params=params)
+
+
+def generation_run(**kwargs) -> GenerationResult:
+    return engine_get().generate(generation_request_build(**kwargs))
+
+
+def generation_stream(**kwargs) -> Iterator[StreamEvent]:
+    return engine_get().stream(generation_request_build(**kwargs))

@@ -1,0 +1,114 @@
+"""The engine's interface types: what a request asks for and what comes back. Plain dataclasses, no Django."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+class InferenceError(Exception):
+    code = "inference_error"
+    status = 500
+
+    def __init__(self, message: str, *, param: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class ContextLengthExceeded(InferenceError):
+    code = "context_length_exceeded"
+    status = 400
+
+
+class InvalidSampling(InferenceError):
+    code = "invalid_sampling"
+    status = 400
+
+
+class ModelUnavailable(InferenceError):
+    code = "model_unavailable"
+    status = 503
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to load: a registry version folder (full weights), or a LoRA adapter folder with its base."""
+
+    key: str  # the version's reference, e.g. "smollm2-135m-instruct@v1"; also the name sent to a remote server
+    path: str
+    kind: Literal["full", "lora"] = "full"
+    base: ModelSpec | None = None
+
+
+@dataclass
+class SamplingParams:
+    max_tokens: int | None = None  # None: as many as the context leaves
+    temperature: float = 1.0  # 0: greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0: off
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    num_beams: int = 1
+    ignore_eos: bool = False  # keep going past the end-of-sequence token (benchmarks; as vLLM's)
+
+    def validate(self) -> SamplingParams:
+        checks = [
+            (self.max_tokens is None or (isinstance(self.max_tokens, int) and self.max_tokens >= 1), "max_tokens", "must be a whole number of at least 1"),
+            (0 <= self.temperature <= 2, "temperature", "must be between 0 and 2"),
+            (0 < self.top_p <= 1, "top_p", "must be greater than 0 and at most 1"),
+            (isinstance(self.top_k, int) and self.top_k >= 0, "top_k", "must be a whole number, 0 or more"),
+            (0 < self.repetition_penalty <= 10, "repetition_penalty", "must be greater than 0 and at most 10"),
+            (isinstance(self.no_repeat_ngram_size, int) and self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size", "must be 0 or more"),
+            (isinstance(self.num_beams, int) and 1 <= self.num_beams <= 8, "num_beams", "must be between 1 and 8"),
+            (len(self.stop) <= 4 and all(isinstance(s, str) and s for s in self.stop), "stop", "takes up to 4 non-empty strings"),
+            (self.seed is None or isinstance(self.seed, int), "seed", "must be a whole number"),
+        ]
+        for ok, param, message in checks:
+            if not ok:
+                raise InvalidSampling(f"{param} {message}.", param=param)
+        return self
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass
+class GenerationRequest:
+    model: ModelSpec
+    messages: list[dict] | None = None  # chat: [{"role": ..., "content": ...}], formatted by the model's template
+    prompt: str | None = None  # plain completion: the text as it is
+    params: SamplingParams = field(default_factory=SamplingParams)
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    model: str = ""
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class StreamEvent:
+    """One piece of a stream: text to append, and on the last event the whole result."""
+
+    delta: str = ""
+    result: GenerationResult | None = None
+
+
+class Engine(Protocol):
+    def generate(self, request: GenerationRequest) -> GenerationResult: ...
+
+    def stream(self, request: GenerationRequest) -> Iterator[StreamEvent]: ...
