@@ -6,19 +6,18 @@ here are stateless: nothing of the conversation is kept.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 
-from django.http import StreamingHttpResponse
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.api.authentication import BearerAPIKeyAuthentication
 from apps.api.errors import openai_exception_handler
+from apps.core.streaming import sse_event, sse_response
 from apps.api.openai_serializers import ChatCompletionSerializer, CompletionSerializer
 from apps.inference.services import generation_request_build, engine_get
 from apps.inference.types import GenerationResult, InferenceError
@@ -62,10 +61,6 @@ def _finish(result: GenerationResult) -> str:
     return "length" if result.finish_reason == "length" else "stop"
 
 
-def _sse(payload) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
-
-
 class _CompletionBase(OpenAIView):
     serializer_class = None
     object_name = ""
@@ -94,12 +89,7 @@ class _CompletionBase(OpenAIView):
             streams.append(engine.stream(replace(generation, params=seeded)))
         meta = {"id": f"{self.id_prefix}-{uuid.uuid4().hex}", "created": int(time.time()), "model": data["model"]}
         if data.get("stream"):
-            response = StreamingHttpResponse(
-                self._event_stream(streams, meta, serializer.include_usage), content_type="text/event-stream"
-            )
-            response["Cache-Control"] = "no-cache"
-            response["X-Accel-Buffering"] = "no"
-            return response
+            return sse_response(lambda: self._event_stream(streams, meta, serializer.include_usage))
         results = [_drain(s) for s in streams]
         return Response(
             {
@@ -118,16 +108,16 @@ class _CompletionBase(OpenAIView):
                 first = True
                 for event in stream:
                     if event.delta or first:
-                        yield _sse({**base, "choices": [self.chunk_choice(index, event.delta, None, first)]})
+                        yield sse_event({**base, "choices": [self.chunk_choice(index, event.delta, None, first)]})
                         first = False
                     if event.result is not None:
                         results.append(event.result)
-                        yield _sse({**base, "choices": [self.chunk_choice(index, "", _finish(event.result), False)]})
+                        yield sse_event({**base, "choices": [self.chunk_choice(index, "", _finish(event.result), False)]})
             if include_usage:
-                yield _sse({**base, "choices": [], "usage": _usage(results)})
+                yield sse_event({**base, "choices": [], "usage": _usage(results)})
             yield "data: [DONE]\n\n"
         except InferenceError as exc:
-            yield _sse({"error": {"message": exc.message, "type": "server_error", "param": exc.param, "code": exc.code}})
+            yield sse_event({"error": {"message": exc.message, "type": "server_error", "param": exc.param, "code": exc.code}})
         finally:
             for stream in streams:
                 stream.close()  # a client that went away frees its slots in the engine

@@ -1,6 +1,7 @@
 """OpenAI-compatible /v1: the official openai client against a live store, and the error contract."""
 
 import json
+import time
 from datetime import timedelta
 
 import openai
@@ -54,6 +55,14 @@ def test_official_client_against_the_live_store(tiny_hf_dir, tmp_path):
         assert text == plain.choices[0].message.content
         assert chunks[-1].usage.completion_tokens == 10 and chunks[-1].choices == []
         assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+
+        # Streamed through the ASGI server as it is generated, not buffered to the end.
+        started = time.monotonic()
+        arrivals = [time.monotonic() - started for _ in client.chat.completions.create(
+            model="smollm2-135m-instruct", messages=messages, max_tokens=200, temperature=0, stream=True,
+            extra_body={"ignore_eos": True},
+        )]
+        assert len(arrivals) > 100 and arrivals[0] < arrivals[-1] / 2, (arrivals[0], arrivals[-1])
 
         two = client.chat.completions.create(model="smollm2-135m-instruct@v1", messages=messages, max_tokens=6, n=2, temperature=1, seed=4)
         assert [c.index for c in two.choices] == [0, 1] and two.usage.completion_tokens == 12

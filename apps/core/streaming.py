@@ -1,0 +1,75 @@
+"""Streaming responses that really stream under ASGI.
+
+Django serves a *sync* iterator under ASGI by reading it to the end first (StreamingHttpResponse.__aiter__), so
+a token stream would arrive all at once. `threaded_aiter` runs the sync iterator (which may use the ORM and the
+engine) in a thread of its own and hands each item to the event loop as it comes. When the client goes away,
+Django cancels the response; the thread then closes the iterator, which frees the engine's slot at once.
+Under WSGI (the test client) Django reads the async iterator to the end, which works the same, buffered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable
+
+from django.db import connections
+from django.http import StreamingHttpResponse
+
+
+def threaded_aiter(make_iterable: Callable[[], Iterable]) -> AsyncIterator:
+    async def agen():
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        stop = threading.Event()
+
+        def put(kind, item=None):
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, item))
+            except RuntimeError:  # the loop is gone (client left, server stopping): nobody is listening
+                stop.set()
+
+        def work():
+            iterator = None
+            try:
+                iterator = iter(make_iterable())
+                for item in iterator:
+                    if stop.is_set():
+                        break
+                    put("item", item)
+            except BaseException as exc:  # handed to the consumer, which raises it
+                put("error", exc)
+            finally:
+                close = getattr(iterator, "close", None)
+                if close is not None:
+                    close()
+                connections.close_all()  # this thread's database connections end with it
+                put("end")
+
+        threading.Thread(target=work, name="stream", daemon=True).start()
+        try:
+            while True:
+                kind, item = await queue.get()
+                if kind == "item":
+                    yield item
+                elif kind == "error":
+                    raise item
+                else:
+                    return
+        finally:
+            stop.set()
+
+    return agen()
+
+
+def sse_event(payload) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+def sse_response(make_iterable: Callable[[], Iterable[str]]) -> StreamingHttpResponse:
+    """A text/event-stream response over the strings `make_iterable()` yields (each a complete SSE event)."""
+    response = StreamingHttpResponse(threaded_aiter(make_iterable), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # tell a proxy (nginx) not to buffer the stream
+    return response
