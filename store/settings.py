@@ -50,11 +50,14 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "django.contrib.postgres",
     "rest_framework",
     "apps.core",
     "apps.accounts",
     "apps.registry",
     "apps.inference",
+    "apps.catalog",
+    "apps.chat",
     "apps.api",
 ]
 
@@ -114,7 +117,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "accounts:account"
-LOGOUT_REDIRECT_URL = "core:home"
+LOGOUT_REDIRECT_URL = "catalog:home"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -144,7 +147,7 @@ STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(DATA_DIR / "staticfiles"))
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 WHITENOISE_USE_FINDERS = True  # serve straight from static/ without collectstatic in the embedded default
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(DATA_DIR / "media")))
-MEDIA_URL = "media/"
+MEDIA_URL = "/media/"  # avatars only, served by apps.catalog.views.avatar
 
 # --- Security (production hardens through the same variables) ----------------------------------------------
 SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=False)
@@ -167,6 +170,9 @@ INFERENCE_CACHE_BYTES = env.int("INFERENCE_CACHE_BYTES", default=2 * 2**30)
 INFERENCE_MAX_BATCH = env.int("INFERENCE_MAX_BATCH", default=16)
 INFERENCE_REMOTE_BASE_URL = env.str("INFERENCE_REMOTE_BASE_URL", default="")
 INFERENCE_REMOTE_API_KEY = env.str("INFERENCE_REMOTE_API_KEY", default="")
+INFERENCE_REMOTE_CONTEXT = env.int("INFERENCE_REMOTE_CONTEXT", default=8192)  # the remote model's context (tokens)
+# Anonymous visitors may try the built-in apps this many times per browser session.
+ANON_TRIAL_RUNS = env.int("ANON_TRIAL_RUNS", default=10)
 
 # --- Celery ------------------------------------------------------------------------------------------------
 BROKER_DIR = DATA_DIR / "broker"

@@ -46,5 +46,5 @@ def account_delete(request):
         logout(request)
         user_delete(user=user)
         messages.info(request, _("Your account and everything it owned were deleted."))
-        return redirect("core:home")
+        return redirect("catalog:home")
     return render(request, "accounts/delete.html", {"form": form})

@@ -89,7 +89,7 @@ class _CompletionBase(OpenAIView):
             streams.append(engine.stream(replace(generation, params=seeded)))
         meta = {"id": f"{self.id_prefix}-{uuid.uuid4().hex}", "created": int(time.time()), "model": data["model"]}
         if data.get("stream"):
-            return sse_response(lambda: self._event_stream(streams, meta, serializer.include_usage))
+            return sse_response(request, lambda: self._event_stream(streams, meta, serializer.include_usage))
         results = [_drain(s) for s in streams]
         return Response(
             {

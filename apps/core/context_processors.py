@@ -4,7 +4,7 @@ from django.utils.translation import gettext_lazy as _
 
 # The header's sections. A section appears once its URL exists, so the header never links to a missing page.
 NAV = [
-    (_("Store"), "core:home"),
+    (_("Store"), "catalog:home"),
     (_("Build"), "catalog:build"),
     (_("Customize"), "tuning:customize"),
     (_("Models"), "registry:model-list"),

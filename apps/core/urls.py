@@ -4,7 +4,6 @@ from apps.core import views
 
 app_name = "core"
 urlpatterns = [
-    path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
     path("terms/", views.terms, name="terms"),
     path("privacy/", views.privacy, name="privacy"),

@@ -4,13 +4,6 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from apps.core.health import health_report
-from apps.registry.selectors import registered_model_list
-
-
-@require_GET
-def home(request):
-    models = registered_model_list(user=request.user)[:6]
-    return render(request, "core/home.html", {"models": models})
 
 
 @never_cache

@@ -70,3 +70,18 @@ def generation_run(**kwargs) -> GenerationResult:
 
 def generation_stream(**kwargs) -> Iterator[StreamEvent]:
     return engine_get().stream(generation_request_build(**kwargs))
+
+
+def prompt_measure(*, user, reference: str):
+    """(count_tokens(messages), context length) for a reference: exact with the local engine's tokenizer."""
+    engine = engine_get()
+    version = model_version_resolve(reference=reference, user=user)
+    cache = getattr(engine, "cache", None)
+    if cache is None:  # remote engine: an estimate (about 3 characters a token), and the configured context
+        return (lambda messages: sum(len(m["content"]) // 3 + 4 for m in messages), settings.INFERENCE_REMOTE_CONTEXT)
+    loaded = cache.get(model_spec_for(version))
+
+    def count(messages: list[dict]) -> int:
+        return len(loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
+
+    return count, loaded.context_length

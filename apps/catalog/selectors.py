@@ -1,0 +1,135 @@
+"""Reads of the catalog. Every one is scoped: a private app is its creator's alone, everywhere (404 for others)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import connection
+from django.db.models import Avg, Count, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from apps.catalog.models import Category, StoreApp
+from apps.core.errors import NotFound
+
+TRENDING_DAYS = 7
+
+
+def _listed() -> Q:
+    """In the catalog: public, published, not unlisted by a moderator."""
+    return Q(visibility=StoreApp.Visibility.PUBLIC, published_at__isnull=False, is_listed=True)
+
+
+def app_catalog() -> QuerySet[StoreApp]:
+    return (
+        StoreApp.objects.filter(_listed())
+        .select_related("category", "creator")
+        .annotate(rating=Avg("reviews__rating"), review_count=Count("reviews", distinct=True))
+    )
+
+
+def app_get(*, slug: str, user) -> StoreApp:
+    """An app the user may open: listed, link-shared and published, or their own. NotFound otherwise."""
+    visible = Q(published_at__isnull=False, is_listed=True, visibility__in=[StoreApp.Visibility.PUBLIC, StoreApp.Visibility.LINK])
+    if user is not None and user.is_authenticated:
+        visible |= Q(creator=user)
+    app = StoreApp.objects.filter(visible, slug=slug).select_related("category", "creator").first()
+    if app is None:
+        raise NotFound(f"The app {slug!r} does not exist.", code="app_not_found")
+    return app
+
+
+def app_get_owned(*, slug: str, user) -> StoreApp:
+    app = StoreApp.objects.filter(slug=slug, creator=user).select_related("category").first() if user.is_authenticated else None
+    if app is None:
+        raise NotFound(f"You have no app {slug!r}.", code="app_not_found")
+    return app
+
+
+def app_search(*, query: str) -> QuerySet[StoreApp]:
+    """Name, descriptions and category; ranked by relevance with PostgreSQL's full-text search."""
+    apps = app_catalog()
+    query = query.strip()
+    if not query:
+        return apps.order_by("-published_at")
+    if connection.vendor == "postgresql":
+        from django.contrib.postgres.search import SearchQuery, SearchRank, SearchVector
+
+        vector = (
+            SearchVector("name", weight="A")
+            + SearchVector("short_description", "category__name", weight="B")
+            + SearchVector("description", weight="C")
+        )
+        search = SearchQuery(query, search_type="websearch")
+        ranked = apps.annotate(document=vector, rank=SearchRank(vector, search)).filter(
+            Q(document=search) | Q(name__icontains=query)
+        )
+        return ranked.order_by("-rank", "-published_at")
+    words = query.split()
+    match = Q()
+    for word in words:
+        match &= (
+            Q(name__icontains=word) | Q(short_description__icontains=word) | Q(description__icontains=word)
+            | Q(category__name__icontains=word)
+        )
+    return apps.filter(match).order_by("-is_featured", "-published_at")
+
+
+def app_trending(*, limit: int = 8) -> list[StoreApp]:
+    since = timezone.now() - timedelta(days=TRENDING_DAYS)
+    return list(
+        app_catalog()
+        .annotate(recent_runs=Count("runs", filter=Q(runs__created_at__gte=since), distinct=True))
+        .filter(recent_runs__gt=0)
+        .order_by("-recent_runs", "-published_at")[:limit]
+    )
+
+
+def app_top_rated(*, limit: int = 8) -> list[StoreApp]:
+    return list(app_catalog().filter(review_count__gt=0).order_by("-rating", "-review_count")[:limit])
+
+
+def app_home_sections() -> dict:
+    catalog = app_catalog()
+    return {
+        "featured": list(catalog.filter(is_featured=True).order_by("name")[:8]),
+        "trending": app_trending(),
+        "top_rated": app_top_rated(),
+        "newest": list(catalog.order_by("-published_at")[:8]),
+        "categories": list(Category.objects.annotate(app_count=Count("apps", filter=_listed_for_category()))),
+    }
+
+
+def _listed_for_category() -> Q:
+    return Q(apps__visibility=StoreApp.Visibility.PUBLIC, apps__published_at__isnull=False, apps__is_listed=True)
+
+
+def app_list_for_creator(*, creator) -> QuerySet[StoreApp]:
+    return app_catalog().filter(creator=creator).order_by("-published_at")
+
+
+def app_list_owned(*, user) -> QuerySet[StoreApp]:
+    """A user's own apps, drafts and private ones included, with their usage."""
+    from apps.chat.models import AppRun, Conversation
+
+    runs = AppRun.objects.filter(app=OuterRef("pk")).values("app")
+    return (
+        StoreApp.objects.filter(creator=user)
+        .select_related("category")
+        .annotate(
+            run_count=Coalesce(Subquery(runs.annotate(n=Count("pk")).values("n")), 0),
+            tokens=Coalesce(Subquery(runs.annotate(n=Sum("completion_tokens")).values("n")), 0),
+            conversation_count=Coalesce(
+                Subquery(Conversation.objects.filter(app=OuterRef("pk")).values("app").annotate(n=Count("pk")).values("n")), 0
+            ),
+        )
+        .order_by("-updated_at")
+    )
+
+
+def conversation_count_label(count: int) -> str:
+    """'1K+' style buckets, as the GPT Store shows them."""
+    for threshold, label in [(1_000_000, "1M+"), (100_000, "100K+"), (10_000, "10K+"), (1_000, "1K+"), (100, "100+"), (10, "10+")]:
+        if count >= threshold:
+            return label
+    return str(count)

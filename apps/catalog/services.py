@@ -1,0 +1,174 @@
+"""Writes to the catalog: seeding, building and publishing apps, reviews, reports. Each in one transaction."""
+
+from __future__ import annotations
+
+import re
+import string
+
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+from django.utils.text import slugify
+
+from apps.catalog import builtin
+from apps.catalog.models import VERSIONED_FIELDS, AppVersion, Category, Report, Review, StoreApp
+from apps.core.errors import Conflict, InvalidRequest, NotFound
+from apps.registry.selectors import model_version_resolve
+
+MAX_STARTERS = 6
+
+
+@transaction.atomic
+def store_seed() -> int:
+    created = 0
+    for position, (slug, name, description) in enumerate(builtin.CATEGORIES):
+        _, new = Category.objects.update_or_create(
+            slug=slug, defaults={"name": str(name), "description": str(description), "position": position}
+        )
+        created += new
+    for spec in builtin.BUILTIN_APPS:
+        fields = {k: v for k, v in spec.items() if k not in ("slug", "category")}
+        app, new = StoreApp.objects.get_or_create(
+            slug=spec["slug"],
+            defaults={
+                **fields,
+                "category": Category.objects.get(slug=spec["category"]),
+                "visibility": StoreApp.Visibility.PUBLIC,
+                "is_builtin": True,
+                "published_at": timezone.now(),
+            },
+        )
+        if new:
+            _version_record(app=app, user=None)
+        created += new
+    return created
+
+
+def template_fields(template: str) -> list[str]:
+    """The {placeholders} of a generator's prompt template, in order, each once."""
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
+    except ValueError as exc:
+        raise InvalidRequest(f"The prompt template is not valid: {exc}. Use {{name}} for a field.", param="prompt_template") from exc
+    bad = [n for n in names if not re.fullmatch(r"[a-z_][a-z0-9_]{0,30}", n)]
+    if bad:
+        raise InvalidRequest(f"Field names are lower-case letters, digits and _ : {', '.join(bad)}", param="prompt_template")
+    return list(dict.fromkeys(names))
+
+
+def _clean(data: dict, *, user) -> dict:
+    data = dict(data)
+    upload = data.pop("avatar", None)
+    if upload is False:  # the form's "clear" box
+        data["avatar"] = ""
+    elif upload is not None and hasattr(upload, "read") and not getattr(upload, "_committed", False):
+        from apps.catalog.avatars import avatar_process
+
+        data["avatar"] = avatar_process(upload)
+    starters = [s.strip() for s in data.get("conversation_starters", []) if s and s.strip()]
+    if len(starters) > MAX_STARTERS:
+        raise InvalidRequest(f"At most {MAX_STARTERS} conversation starters.", param="conversation_starters")
+    data["conversation_starters"] = [s[:200] for s in starters]
+    reference = data.get("model_reference") or "smollm2-135m-instruct@latest"
+    model_version_resolve(reference=reference, user=user)  # NotFound for a model the creator may not use
+    data["model_reference"] = reference
+    if data.get("kind") == StoreApp.Kind.GENERATOR:
+        fields = template_fields(data.get("prompt_template") or "")
+        if not fields:
+            raise InvalidRequest("A generator needs a prompt template with at least one {field}.", param="prompt_template")
+        data["input_fields"] = [{"name": f, "label": f.replace("_", " ").capitalize(), "type": "textarea", "required": True} for f in fields]
+    return data
+
+
+def _unique_slug(name: str) -> str:
+    base = slugify(name)[:60] or "app"
+    slug, n = base, 2
+    while StoreApp.objects.filter(slug=slug).exists():
+        slug, n = f"{base}-{n}", n + 1
+    return slug
+
+
+def _version_record(*, app: StoreApp, user) -> AppVersion:
+    number = (app.versions.aggregate(n=Max("number"))["n"] or 0) + 1
+    return AppVersion.objects.create(app=app, number=number, settings=app.settings_snapshot(), created_by=user)
+
+
+@transaction.atomic
+def app_create(*, user, data: dict) -> StoreApp:
+    data = _clean(data, user=user)
+    app = StoreApp.objects.create(creator=user, slug=_unique_slug(data["name"]), **data)
+    _version_record(app=app, user=user)
+    return app
+
+
+@transaction.atomic
+def app_update(*, app: StoreApp, user, data: dict) -> StoreApp:
+    if app.creator_id != user.pk:
+        raise NotFound("You have no such app.")
+    data = _clean(data, user=user)
+    for field, value in data.items():
+        setattr(app, field, value)
+    app.save()
+    if app.versions.first() is None or app.versions.first().settings != app.settings_snapshot():
+        _version_record(app=app, user=user)
+    return app
+
+
+@transaction.atomic
+def app_version_restore(*, app: StoreApp, user, number: int) -> StoreApp:
+    version = app.versions.filter(number=number).first()
+    if version is None:
+        raise NotFound(f"{app.slug} has no version {number}.")
+    data = {k: v for k, v in version.settings.items() if k in VERSIONED_FIELDS}
+    category = version.settings.get("category")
+    data["category"] = Category.objects.filter(slug=category).first() if category else None
+    return app_update(app=app, user=user, data=data)
+
+
+@transaction.atomic
+def app_publish(*, app: StoreApp, user, visibility: str) -> StoreApp:
+    if app.creator_id != user.pk:
+        raise NotFound("You have no such app.")
+    if visibility not in StoreApp.Visibility.values:
+        raise InvalidRequest("Unknown visibility.", param="visibility")
+    app.visibility = visibility
+    app.published_at = app.published_at or timezone.now()
+    app.save(update_fields=["visibility", "published_at", "updated_at"])
+    return app
+
+
+@transaction.atomic
+def app_delete(*, app: StoreApp, user) -> None:
+    if app.creator_id != user.pk:
+        raise NotFound("You have no such app.")
+    app.delete()
+
+
+@transaction.atomic
+def app_remix(*, app: StoreApp, user) -> StoreApp:
+    """Copy a public app into a private draft of the user's own (its instructions too: the copy is theirs)."""
+    if app.visibility != StoreApp.Visibility.PUBLIC and app.creator_id != user.pk:
+        raise NotFound("Only public apps can be remixed.")
+    data = {field: getattr(app, field) for field in VERSIONED_FIELDS}
+    data.update(name=f"{app.name} (remix)"[:80], visibility=StoreApp.Visibility.PRIVATE, category=app.category)
+    copy = StoreApp.objects.create(creator=user, slug=_unique_slug(data["name"]), remixed_from=app, **data)
+    _version_record(app=copy, user=user)
+    return copy
+
+
+@transaction.atomic
+def review_save(*, app: StoreApp, user, rating: int, text: str) -> Review:
+    """One review per user and app: a second one edits the first."""
+    if not 1 <= int(rating) <= 5:
+        raise InvalidRequest("A rating is 1 to 5 stars.", param="rating")
+    if app.creator_id == user.pk:
+        raise Conflict("You cannot review your own app.")
+    review, _ = Review.objects.update_or_create(app=app, user=user, defaults={"rating": int(rating), "text": text.strip()})
+    return review
+
+
+@transaction.atomic
+def report_create(*, app: StoreApp, user, reason: str, details: str = "") -> Report:
+    if reason not in Report.Reason.values:
+        raise InvalidRequest("Choose a reason.", param="reason")
+    return Report.objects.create(app=app, user=user, reason=reason, details=details.strip())

@@ -1,0 +1,26 @@
+from django.urls import path
+
+from apps.catalog import views
+
+app_name = "catalog"
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("category/<slug:slug>/", views.category, name="category"),
+    path("u/<str:username>/", views.creator, name="creator"),
+    path("apps/<slug:slug>/", views.app_detail, name="app"),
+    path("apps/<slug:slug>/run", views.app_run, name="app-run"),
+    path("apps/<slug:slug>/review", views.review_save, name="review"),
+    path("apps/<slug:slug>/report", views.report, name="report"),
+    path("apps/<slug:slug>/remix", views.remix, name="remix"),
+    path("conversations/<int:pk>/", views.conversation_messages, name="conversation"),
+    path("conversations/<int:pk>/rename", views.conversation_rename, name="conversation-rename"),
+    path("conversations/<int:pk>/delete", views.conversation_delete, name="conversation-delete"),
+    path("media/avatars/<str:name>", views.avatar, name="avatar"),
+    path("build/", views.build_list, name="build"),
+    path("build/new/", views.build_new, name="build-new"),
+    path("build/<slug:slug>/", views.build_edit, name="build-edit"),
+    path("build/<slug:slug>/preview", views.build_preview, name="build-preview"),
+    path("build/<slug:slug>/publish", views.build_publish, name="build-publish"),
+    path("build/<slug:slug>/restore/<int:number>", views.build_restore, name="build-restore"),
+    path("build/<slug:slug>/delete", views.build_delete, name="build-delete"),
+]

@@ -1,0 +1,343 @@
+import json
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Avg
+from django.http import Http404, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from apps.accounts.models import User
+from apps.catalog import selectors, services
+from apps.catalog.builtin import LANGUAGES
+from apps.catalog.forms import AppForm, PublishForm, ReportForm, ReviewForm
+from apps.catalog.models import Category, StoreApp
+from apps.chat.models import Conversation
+from apps.chat.services import app_run_start, run_events
+from apps.core.errors import NotFound, StoreError
+from apps.core.streaming import sse_event, sse_response
+from apps.registry.selectors import registered_model_list
+
+PAGE_SIZE = 12
+
+
+def _app_or_404(request, slug) -> StoreApp:
+    try:
+        return selectors.app_get(slug=slug, user=request.user)
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+
+
+@require_GET
+def home(request):
+    query = request.GET.get("q", "").strip()
+    if query:
+        page = Paginator(selectors.app_search(query=query), PAGE_SIZE).get_page(request.GET.get("page"))
+        return render(request, "catalog/search.html", {"query": query, "page": page})
+    return render(request, "catalog/home.html", selectors.app_home_sections())
+
+
+@require_GET
+def category(request, slug):
+    cat = get_object_or_404(Category, slug=slug)
+    page = Paginator(selectors.app_catalog().filter(category=cat).order_by("-is_featured", "-published_at"), PAGE_SIZE)
+    return render(request, "catalog/category.html", {"category": cat, "page": page.get_page(request.GET.get("page"))})
+
+
+@require_GET
+def creator(request, username):
+    person = get_object_or_404(User, username=username, is_active=True)
+    return render(request, "catalog/creator.html", {"person": person, "apps": selectors.app_list_for_creator(creator=person)})
+
+
+def _lineage(app: StoreApp, user):
+    from apps.registry.selectors import model_version_resolve
+
+    try:
+        version = model_version_resolve(reference=app.model_reference, user=app.creator)
+    except StoreError:
+        return None
+    return {"version": version, "is_owner": user.is_authenticated and user.pk == app.creator_id}
+
+
+@require_GET
+def app_detail(request, slug):
+    app = _app_or_404(request, slug)
+    reviews = app.reviews.select_related("user")
+    stats = StoreApp.objects.filter(pk=app.pk).aggregate(rating=Avg("reviews__rating"))
+    my_review = reviews.filter(user=request.user).first() if request.user.is_authenticated else None
+    conversations = (
+        Conversation.objects.filter(app=app, user=request.user)[:30] if request.user.is_authenticated else []
+    )
+    context = {
+        "app": app,
+        "reviews": reviews[:20],
+        "review_count": reviews.count(),
+        "rating": stats["rating"],
+        "conversation_label": selectors.conversation_count_label(app.conversations.count() + app.runs.filter(conversation=None).count()),
+        "my_review": my_review,
+        "review_form": ReviewForm(initial={"rating": my_review.rating, "text": my_review.text} if my_review else None),
+        "report_form": ReportForm(),
+        "conversations": conversations,
+        "languages": LANGUAGES,
+        "lineage": _lineage(app, request.user),
+        "can_use": request.user.is_authenticated or app.is_builtin,
+        "config": {
+            "kind": app.kind,
+            "runUrl": app.get_absolute_url() + "run",
+            "loggedIn": request.user.is_authenticated,
+        },
+    }
+    return render(request, "catalog/app_detail.html", context)
+
+
+def _json_body(request) -> dict:
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if not isinstance(body, dict):
+        raise StoreError(_("The request could not be read. Reload the page and try again."))
+    return body
+
+
+def _error(exc: StoreError) -> JsonResponse:
+    return JsonResponse({"error": {"message": exc.message, "code": exc.code, "param": exc.param}}, status=exc.status)
+
+
+def _stream_run(request, find_app):
+    """Start the app that `find_app()` returns and stream its answer; bad input is a JSON 4xx instead."""
+    from apps.inference.types import InferenceError
+
+    try:
+        app = find_app()
+        run = app_run_start(app=app, user=request.user, session=request.session, inputs=_json_body(request))
+    except StoreError as exc:
+        return _error(exc)
+    except InferenceError as exc:
+        return JsonResponse({"error": {"message": exc.message, "code": exc.code, "param": exc.param}}, status=exc.status)
+
+    def events():
+        try:
+            for event in run_events(run):
+                yield sse_event(event)
+        except InferenceError as exc:
+            yield sse_event({"error": {"message": exc.message, "code": exc.code}})
+
+    return sse_response(request, events)
+
+
+@require_POST
+def app_run(request, slug):
+    """Run an app with the user's input; the answer streams back as server-sent events."""
+    return _stream_run(request, lambda: selectors.app_get(slug=slug, user=request.user))
+
+
+@login_required
+@require_POST
+def review_save(request, slug):
+    app = _app_or_404(request, slug)
+    form = ReviewForm(request.POST)
+    if form.is_valid():
+        try:
+            services.review_save(app=app, user=request.user, rating=form.cleaned_data["rating"], text=form.cleaned_data["text"])
+            messages.success(request, _("Thanks! Your review is saved."))
+        except StoreError as exc:
+            messages.error(request, exc.message)
+    else:
+        messages.error(request, _("Pick a rating from 1 to 5 stars."))
+    return redirect(app.get_absolute_url() + "#reviews")
+
+
+@login_required
+@require_POST
+def report(request, slug):
+    app = _app_or_404(request, slug)
+    form = ReportForm(request.POST)
+    if form.is_valid():
+        services.report_create(app=app, user=request.user, **form.cleaned_data)
+        messages.success(request, _("Thank you. A moderator will look at this app."))
+    else:
+        messages.error(request, _("Choose a reason for the report."))
+    return redirect(app.get_absolute_url())
+
+
+@login_required
+@require_POST
+def remix(request, slug):
+    app = _app_or_404(request, slug)
+    try:
+        copy = services.app_remix(app=app, user=request.user)
+    except StoreError as exc:
+        messages.error(request, exc.message)
+        return redirect(app.get_absolute_url())
+    messages.success(request, _("Your remix is a private draft: change it and publish it when ready."))
+    return redirect("catalog:build-edit", slug=copy.slug)
+
+
+# --- Conversations (JSON for the chat page) ---------------------------------------------------------------
+@login_required
+@require_GET
+def conversation_messages(request, pk):
+    conversation = get_object_or_404(Conversation, pk=pk, user=request.user)
+    return JsonResponse(
+        {
+            "id": conversation.pk,
+            "title": conversation.title,
+            "messages": [{"id": m.pk, "role": m.role, "content": m.content} for m in conversation.messages.all()],
+        }
+    )
+
+
+@login_required
+@require_POST
+def conversation_rename(request, pk):
+    from apps.chat.services import conversation_rename as rename
+
+    conversation = get_object_or_404(Conversation, pk=pk, user=request.user)
+    try:
+        rename(conversation=conversation, title=_json_body(request).get("title", ""))
+    except StoreError as exc:
+        return _error(exc)
+    return JsonResponse({"id": conversation.pk, "title": conversation.title})
+
+
+@login_required
+@require_POST
+def conversation_delete(request, pk):
+    from apps.chat.services import conversation_delete as delete
+
+    delete(conversation=get_object_or_404(Conversation, pk=pk, user=request.user))
+    return JsonResponse({"deleted": pk})
+
+
+# --- Builder ----------------------------------------------------------------------------------------------
+def _model_choices(user) -> list[tuple[str, str]]:
+    choices = []
+    for model in registered_model_list(user=user):
+        if model.owner_id is not None and model.owner_id != user.pk:
+            continue
+        label = model.name if model.owner_id is None else f"{model.name} ({_('your fine-tune')})"
+        choices.append((f"{model.name}@latest", label))
+    return choices
+
+
+@require_GET
+def avatar(request, name):
+    """Uploaded avatars (PNG files the store wrote itself), served with a fixed type and no sniffing."""
+    import re
+
+    from django.conf import settings
+    from django.http import FileResponse
+
+    if not re.fullmatch(r"[0-9a-f]{32}\.png", name):
+        raise Http404("No such avatar.")
+    path = settings.MEDIA_ROOT / "avatars" / name
+    if not path.is_file():
+        raise Http404("No such avatar.")
+    response = FileResponse(open(path, "rb"), content_type="image/png")
+    response["Cache-Control"] = "public, max-age=31536000, immutable"
+    return response
+
+
+@login_required
+@require_GET
+def build_list(request):
+    return render(request, "catalog/build_list.html", {"apps": selectors.app_list_owned(user=request.user)})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def build_new(request):
+    form = AppForm(
+        request.POST or None, request.FILES or None, model_choices=_model_choices(request.user),
+        initial={"kind": StoreApp.Kind.CHATBOT},
+    )
+    if request.method == "POST" and form.is_valid():
+        try:
+            app = services.app_create(user=request.user, data=form.cleaned_data)
+        except StoreError as exc:
+            form.add_error(exc.param if exc.param in form.fields else None, exc.message)
+        else:
+            messages.success(request, _("Draft saved. Try it in the preview, then publish it."))
+            return redirect("catalog:build-edit", slug=app.slug)
+    return render(request, "catalog/build_form.html", {"form": form, "app": None})
+
+
+def _owned_or_404(request, slug) -> StoreApp:
+    try:
+        return selectors.app_get_owned(slug=slug, user=request.user)
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def build_edit(request, slug):
+    app = _owned_or_404(request, slug)
+    form = AppForm(request.POST or None, request.FILES or None, instance=app, model_choices=_model_choices(request.user))
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.app_update(app=app, user=request.user, data=form.cleaned_data)
+        except StoreError as exc:
+            form.add_error(exc.param if exc.param in form.fields else None, exc.message)
+        else:
+            messages.success(request, _("Saved."))
+            return redirect("catalog:build-edit", slug=app.slug)
+    app.refresh_from_db()
+    return render(
+        request,
+        "catalog/build_form.html",
+        {
+            "form": form,
+            "app": app,
+            "publish_form": PublishForm(initial={"visibility": app.visibility}),
+            "versions": app.versions.all()[:10],
+            "config": {"kind": app.kind, "runUrl": f"/build/{app.slug}/preview", "loggedIn": True},
+            "languages": LANGUAGES,
+        },
+    )
+
+
+@login_required
+@require_POST
+def build_preview(request, slug):
+    """Run the saved draft, published or not: the builder's live preview."""
+    return _stream_run(request, lambda: selectors.app_get_owned(slug=slug, user=request.user))
+
+
+@login_required
+@require_POST
+def build_publish(request, slug):
+    app = _owned_or_404(request, slug)
+    form = PublishForm(request.POST)
+    if form.is_valid():
+        services.app_publish(app=app, user=request.user, visibility=form.cleaned_data["visibility"])
+        messages.success(request, _("Published: %(name)s is %(visibility)s.") % {"name": app.name, "visibility": app.get_visibility_display().lower()})
+        return redirect(app.get_absolute_url())
+    messages.error(request, _("Choose who can use the app."))
+    return redirect("catalog:build-edit", slug=app.slug)
+
+
+@login_required
+@require_POST
+def build_restore(request, slug, number):
+    app = _owned_or_404(request, slug)
+    try:
+        services.app_version_restore(app=app, user=request.user, number=number)
+    except StoreError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, _("Restored the settings of version %(n)s.") % {"n": number})
+    return redirect("catalog:build-edit", slug=app.slug)
+
+
+@login_required
+@require_POST
+def build_delete(request, slug):
+    app = _owned_or_404(request, slug)
+    services.app_delete(app=app, user=request.user)
+    messages.info(request, _("%(name)s was deleted.") % {"name": app.name})
+    return redirect("catalog:build")

@@ -1,0 +1,299 @@
+// The store's app runner: streams answers from /apps/<slug>/run (server-sent events over a POST), with a stop
+// button that aborts the request (the server then frees the model's slot). No dependencies, no CDN.
+(function () {
+  "use strict";
+  const configNode = document.getElementById("app-config");
+  const panel = document.getElementById("use");
+  if (!configNode || !panel) return;
+  const config = JSON.parse(configNode.textContent);
+  const $ = (sel) => panel.querySelector(sel);
+  const errorBox = $('[data-role="error"]');
+  const noticeBox = $('[data-role="notice"]');
+  const composer = $('[data-role="composer"]');
+  const sendButton = $('[data-role="send"]');
+  const stopButton = $('[data-action="stop"]');
+  let controller = null;
+
+  function csrfToken() {
+    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return match ? decodeURIComponent(match[1]) : "";
+  }
+
+  function escapeHtml(text) {
+    return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;").replace(/'/g, "&#39;");
+  }
+
+  // Markdown, safely: everything is escaped first, then a few patterns become tags. No raw HTML ever passes.
+  function renderMarkdown(text) {
+    const parts = escapeHtml(text).split(/```/);
+    return parts.map((part, i) => {
+      if (i % 2 === 1) return "<pre><code>" + part.replace(/^[a-z0-9+-]*\n/i, "") + "</code></pre>";
+      return part
+        .replace(/`([^`\n]+)`/g, "<code>$1</code>")
+        .replace(/\*\*([^*\n]+)\*\*/g, "<strong>$1</strong>")
+        .replace(/(^|[^*])\*([^*\n]+)\*/g, "$1<em>$2</em>")
+        .replace(/\n/g, "<br>");
+    }).join("");
+  }
+
+  function showError(message) {
+    errorBox.textContent = message;
+    errorBox.hidden = !message;
+  }
+
+  function showNotice(message) {
+    noticeBox.textContent = message;
+    noticeBox.hidden = !message;
+  }
+
+  function setBusy(busy) {
+    if (sendButton) sendButton.disabled = busy;
+    if (stopButton) stopButton.hidden = !busy;
+    panel.classList.toggle("busy", busy);
+  }
+
+  // POST `body`, read the event stream; onDelta(text) for each piece, resolves with the final event.
+  async function streamRun(body, onDelta) {
+    controller = new AbortController();
+    setBusy(true);
+    showError("");
+    showNotice("");
+    let final = null;
+    try {
+      const response = await fetch(config.runUrl, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+        body: JSON.stringify(body),
+        signal: controller.signal,
+        credentials: "same-origin",
+      });
+      if (!response.ok) {
+        let message = "Something went wrong (" + response.status + "). Please try again.";
+        try {
+          const data = await response.json();
+          if (data.error && data.error.message) message = data.error.message;
+        } catch (e) { /* not JSON: keep the generic message */ }
+        if (response.status === 403) message = "Your session has expired: reload the page and try again.";
+        showError(message);
+        return null;
+      }
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        let cut;
+        while ((cut = buffer.indexOf("\n\n")) >= 0) {
+          const chunk = buffer.slice(0, cut);
+          buffer = buffer.slice(cut + 2);
+          if (!chunk.startsWith("data: ")) continue;
+          const event = JSON.parse(chunk.slice(6));
+          if (event.delta) onDelta(event.delta);
+          if (event.notice) showNotice(event.notice);
+          if (event.error) showError(event.error.message || "The model failed to answer. Please try again.");
+          if (event.done) final = event;
+        }
+      }
+    } catch (err) {
+      if (err.name !== "AbortError") showError("The connection was lost. Check your network and try again.");
+    } finally {
+      controller = null;
+      setBusy(false);
+    }
+    return final;
+  }
+
+  if (stopButton) stopButton.addEventListener("click", () => { if (controller) controller.abort(); });
+
+  function copyText(text, button) {
+    if (navigator.clipboard) navigator.clipboard.writeText(text).then(() => {
+      const label = button.textContent;
+      button.textContent = "✓";
+      setTimeout(() => { button.textContent = label; }, 1200);
+    });
+  }
+
+  // ---- single-output apps: generator and translator ----
+  const output = $('[data-role="output"]');
+  const copyOutput = $('[data-action="copy-output"]');
+  if (copyOutput) copyOutput.addEventListener("click", () => copyText(output.textContent, copyOutput));
+
+  if (config.kind === "translator") {
+    $('[data-action="swap"]').addEventListener("click", () => {
+      const source = composer.elements.source, target = composer.elements.target;
+      [source.value, target.value] = [target.value, source.value];
+      if (output.textContent) {
+        composer.elements.text.value = output.textContent;
+        output.textContent = "";
+      }
+    });
+    composer.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      output.textContent = "";
+      const f = composer.elements;
+      await streamRun({ text: f.text.value, source: f.source.value, target: f.target.value }, (d) => { output.textContent += d; });
+    });
+  }
+
+  if (config.kind === "generator") {
+    composer.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      output.textContent = "";
+      const fields = {};
+      for (const el of composer.querySelectorAll("textarea, select")) fields[el.name] = el.value;
+      let text = "";
+      await streamRun({ fields }, (d) => { text += d; output.innerHTML = renderMarkdown(text); });
+    });
+  }
+
+  // ---- chat ----
+  if (config.kind === "chatbot") {
+    const log = $('[data-role="log"]');
+    const input = composer.elements.message;
+    const regenerate = $('[data-action="regenerate"]');
+    const list = $('[data-role="conversations"]');
+    let conversation = null;
+    let history = []; // anonymous visitors keep the conversation in the page
+
+    function addMessage(role, text, id) {
+      const item = document.createElement("div");
+      item.className = "message-item " + role;
+      const body = document.createElement("div");
+      body.className = "body";
+      body.innerHTML = role === "assistant" ? renderMarkdown(text) : escapeHtml(text).replace(/\n/g, "<br>");
+      item.appendChild(body);
+      const tools = document.createElement("div");
+      tools.className = "tools";
+      const copy = document.createElement("button");
+      copy.type = "button"; copy.className = "link-button"; copy.textContent = "Copy";
+      copy.addEventListener("click", () => copyText(item.dataset.text, copy));
+      tools.appendChild(copy);
+      if (role === "user" && id && config.loggedIn) {
+        const edit = document.createElement("button");
+        edit.type = "button"; edit.className = "link-button"; edit.textContent = "Edit";
+        edit.addEventListener("click", () => editMessage(item));
+        tools.appendChild(edit);
+      }
+      item.appendChild(tools);
+      item.dataset.text = text;
+      if (id) item.dataset.id = id;
+      log.appendChild(item);
+      log.scrollTop = log.scrollHeight;
+      return item;
+    }
+
+    function setText(item, text) {
+      item.dataset.text = text;
+      item.querySelector(".body").innerHTML = renderMarkdown(text);
+      log.scrollTop = log.scrollHeight;
+    }
+
+    async function send(body, userText) {
+      const starters = $('[data-role="starters"]');
+      if (starters) starters.hidden = true;
+      if (userText !== null) addMessage("user", userText);
+      const answer = addMessage("assistant", "");
+      answer.classList.add("streaming");
+      let text = "";
+      const final = await streamRun(body, (d) => { text += d; setText(answer, text); });
+      answer.classList.remove("streaming");
+      if (!final) {
+        if (!text) answer.remove();
+        return;
+      }
+      if (!config.loggedIn) {
+        history.push({ role: "user", content: body.message }, { role: "assistant", content: text });
+      } else if (final.conversation && final.conversation !== conversation) {
+        conversation = final.conversation;
+        await openConversation(conversation); // picks up message ids (for edit) and the new list entry
+        refreshList(conversation, userText);
+      } else if (conversation) {
+        await openConversation(conversation);
+      }
+      if (regenerate) regenerate.hidden = !config.loggedIn;
+    }
+
+    function refreshList(id, title) {
+      if (!list || list.querySelector('[data-id="' + id + '"]')) return;
+      const li = document.createElement("li");
+      li.dataset.id = id;
+      const open = document.createElement("button");
+      open.type = "button"; open.className = "link-button"; open.dataset.action = "open-chat"; open.dataset.id = id;
+      open.textContent = (title || "New chat").slice(0, 60);
+      li.appendChild(open);
+      list.prepend(li);
+    }
+
+    async function openConversation(id) {
+      const response = await fetch("/conversations/" + id + "/", { credentials: "same-origin" });
+      if (!response.ok) { showError("This conversation could not be opened."); return; }
+      const data = await response.json();
+      conversation = data.id;
+      log.innerHTML = "";
+      for (const m of data.messages) addMessage(m.role, m.content, m.id);
+      if (regenerate) regenerate.hidden = data.messages.length === 0;
+      const starters = $('[data-role="starters"]');
+      if (starters) starters.hidden = data.messages.length > 0;
+    }
+
+    function editMessage(item) {
+      const text = window.prompt("Edit your message", item.dataset.text);
+      if (text === null || !text.trim()) return;
+      let node = item;
+      while (node) { const next = node.nextSibling; node.remove(); node = next; }
+      send({ conversation, edit_message: Number(item.dataset.id), message: text }, text);
+    }
+
+    composer.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const text = input.value.trim();
+      if (!text || controller) return;
+      input.value = "";
+      const body = config.loggedIn ? { message: text, conversation } : { message: text, history };
+      send(body, text);
+    });
+    input.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); composer.requestSubmit(); }
+    });
+    panel.addEventListener("click", async (e) => {
+      const button = e.target.closest("button[data-action]");
+      if (!button) return;
+      const action = button.dataset.action;
+      if (action === "starter") { input.value = button.textContent; composer.requestSubmit(); }
+      if (action === "new-chat") {
+        conversation = null; history = []; log.innerHTML = "";
+        const starters = $('[data-role="starters"]');
+        if (starters) starters.hidden = false;
+        if (regenerate) regenerate.hidden = true;
+        input.focus();
+      }
+      if (action === "open-chat") openConversation(button.dataset.id);
+      if (action === "regenerate" && conversation) {
+        const last = log.lastElementChild;
+        if (last && last.classList.contains("assistant")) last.remove();
+        send({ conversation, regenerate: true }, null);
+      }
+      if (action === "rename-chat") {
+        const li = button.closest("li");
+        const title = window.prompt("New title", li.querySelector('[data-action="open-chat"]').textContent);
+        if (!title) return;
+        const r = await fetch("/conversations/" + button.dataset.id + "/rename", {
+          method: "POST", headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+          body: JSON.stringify({ title }), credentials: "same-origin",
+        });
+        if (r.ok) li.querySelector('[data-action="open-chat"]').textContent = (await r.json()).title;
+      }
+      if (action === "delete-chat" && window.confirm("Delete this conversation?")) {
+        const r = await fetch("/conversations/" + button.dataset.id + "/delete", {
+          method: "POST", headers: { "X-CSRFToken": csrfToken() }, credentials: "same-origin",
+        });
+        if (r.ok) {
+          button.closest("li").remove();
+          if (String(conversation) === button.dataset.id) { conversation = null; log.innerHTML = ""; }
+        }
+      }
+    });
+  }
+})();
