@@ -1,0 +1,3 @@
+from apps.tuning.trainer.train import main
+
+main()

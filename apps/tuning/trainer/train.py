@@ -1,0 +1,230 @@
+"""One entry function: `run_training(config, reporter)`. TRL's SFTTrainer, PEFT's LoRA, HF checkpoints.
+
+Methods: `lora` (default: a LoRA adapter on every linear layer), `full` (all weights), `pretrain` (continued
+pre-training on plain text, packed into full-length sequences, with a LoRA adapter so that it runs on a CPU).
+Checkpoints every `save_steps` hold the weights or adapter, optimizer, scheduler, RNG states and the step: a run
+started again with the same `work_dir` resumes from the last one instead of starting over.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from apps.tuning.trainer.data import validate_file
+
+
+@dataclass
+class TrainConfig:
+    base_model: str  # a folder that from_pretrained loads (a registry version)
+    train_file: str
+    output_dir: str  # the finished model: adapter (lora, pretrain) or full weights
+    work_dir: str  # checkpoints: work_dir/checkpoint-<step>
+    method: Literal["lora", "full", "pretrain"] = "lora"
+    validation_file: str | None = None
+    base_model_id: str | None = None  # written into the adapter's config (the registry id of its base)
+    n_epochs: int = 3
+    batch_size: int = 4
+    learning_rate: float | None = None  # None: 1e-3 for LoRA, 2e-5 for full
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    max_length: int = 512
+    seed: int = 42
+    save_steps: int = 10
+    eval_steps: int | None = None  # None: at each save
+    warmup_ratio: float = 0.05
+
+    @property
+    def effective_learning_rate(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 2e-5 if self.method == "full" else 1e-3
+
+
+@dataclass
+class TrainResult:
+    status: Literal["completed", "stopped"]
+    steps: int
+    total_steps: int
+    train_loss: float | None = None
+    val_loss_before: float | None = None
+    val_loss_after: float | None = None
+    resumed_from_step: int = 0
+    tokens_seen: int = 0
+    output_dir: str | None = None
+    history: list[dict] = field(default_factory=list)
+
+
+class Reporter(Protocol):
+    def on_start(self, *, total_steps: int, resumed_from_step: int) -> None: ...
+
+    def on_step(self, *, step: int, total_steps: int, metrics: dict) -> None: ...
+
+    def on_checkpoint(self, *, step: int, path: str) -> None: ...
+
+    def should_stop(self) -> bool: ...
+
+
+class PrintReporter:
+    """For the command line: one line per logged step."""
+
+    def on_start(self, *, total_steps, resumed_from_step):
+        print(f"training: {total_steps} steps" + (f", resuming at step {resumed_from_step}" if resumed_from_step else ""))
+
+    def on_step(self, *, step, total_steps, metrics):
+        print(f"step {step}/{total_steps} " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()), flush=True)
+
+    def on_checkpoint(self, *, step, path):
+        print(f"checkpoint at step {step}: {path}")
+
+    def should_stop(self):
+        return False
+
+
+def _dataset(path: str, method: str, tokenizer, max_length: int):
+    from datasets import Dataset
+
+    report = validate_file(Path(path), expected="text" if method == "pretrain" else None, min_examples=1)
+    if not report.ok:
+        raise ValueError(f"{path}: " + "; ".join(str(p) for p in report.problems[:5]))
+    return Dataset.from_list(report.examples)
+
+
+def last_checkpoint(work_dir: str) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(work_dir) if Path(work_dir).is_dir() else None
+
+
+def run_training(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    reporter = reporter or PrintReporter()
+    cuda = torch.cuda.is_available()
+    tokenizer = AutoTokenizer.from_pretrained(config.base_model)
+    model = AutoModelForCausalLM.from_pretrained(config.base_model, dtype=torch.float32, use_safetensors=True)
+    train = _dataset(config.train_file, config.method, tokenizer, config.max_length)
+    validation = _dataset(config.validation_file, config.method, tokenizer, config.max_length) if config.validation_file else None
+    resume = last_checkpoint(config.work_dir)
+
+    args = SFTConfig(
+        output_dir=config.work_dir,
+        num_train_epochs=config.n_epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        learning_rate=config.effective_learning_rate,
+        lr_scheduler_type="linear",
+        warmup_steps=config.warmup_ratio,  # a fraction below 1 is a ratio of all steps (transformers 5)
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        eval_strategy="steps" if validation is not None else "no",
+        eval_steps=config.eval_steps or config.save_steps,
+        seed=config.seed,
+        data_seed=config.seed,
+        max_length=config.max_length,
+        packing=config.method == "pretrain",
+        dataset_text_field="text",
+        bf16=cuda,  # bfloat16 autocast on CUDA; float32 on the CPU
+        use_cpu=not cuda,
+        report_to=[],
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        include_num_input_tokens_seen="all",
+    )
+    peft_config = None
+    if config.method in ("lora", "pretrain"):
+        peft_config = LoraConfig(
+            r=config.lora_rank, lora_alpha=config.lora_alpha, target_modules="all-linear", lora_dropout=0.0,
+            task_type="CAUSAL_LM",
+        )
+
+    history: list[dict] = []
+    started = {"time": time.monotonic(), "tokens": 0}
+
+    class Bridge(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            started["time"], started["tokens"] = time.monotonic(), state.num_input_tokens_seen
+            reporter.on_start(total_steps=state.max_steps, resumed_from_step=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            metrics = {k: float(logs[k]) for k in ("loss", "learning_rate", "eval_loss", "grad_norm") if k in logs}
+            elapsed = time.monotonic() - started["time"]
+            if elapsed > 0 and "loss" in logs:
+                metrics["tokens_per_second"] = (state.num_input_tokens_seen - started["tokens"]) / elapsed
+            if metrics:
+                history.append({"step": state.global_step, **metrics})
+                reporter.on_step(step=state.global_step, total_steps=state.max_steps, metrics=metrics)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if reporter.should_stop():
+                control.should_training_stop = True
+                control.should_save = False
+
+        def on_save(self, args, state, control, **kwargs):
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            reporter.on_checkpoint(step=state.global_step, path=str(path))
+
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=validation,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[Bridge()],
+    )
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for noisy in (PrinterCallback, ProgressCallback):  # progress goes to the reporter, not to stdout
+        trainer.remove_callback(noisy)
+    val_before = None
+    if validation is not None and resume is None:
+        val_before = float(trainer.evaluate()["eval_loss"])
+    output = trainer.train(resume_from_checkpoint=resume)
+    state = trainer.state
+    result = TrainResult(
+        status="completed",
+        steps=state.global_step,
+        total_steps=state.max_steps,
+        train_loss=float(output.training_loss) if output.training_loss is not None and math.isfinite(output.training_loss) else None,
+        val_loss_before=val_before,
+        resumed_from_step=int(resume.rsplit("-", 1)[-1]) if resume else 0,
+        tokens_seen=int(state.num_input_tokens_seen),
+        history=history,
+    )
+    if state.global_step < state.max_steps and reporter.should_stop():
+        result.status = "stopped"
+        return result
+    if validation is not None:
+        result.val_loss_after = float(trainer.evaluate()["eval_loss"])
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer.model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    if peft_config is not None and config.base_model_id:
+        adapter_config = json.loads((out / "adapter_config.json").read_text())
+        adapter_config["base_model_name_or_path"] = config.base_model_id  # its base, by registry id
+        (out / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2))
+    result.output_dir = str(out)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    import sys
+
+    args = argv if argv is not None else sys.argv[1:]
+    if len(args) != 1:
+        sys.exit("usage: python -m apps.tuning.trainer CONFIG.json")
+    config = TrainConfig(**json.loads(Path(args[0]).read_text()))
+    result = run_training(config)
+    print(json.dumps(asdict(result) | {"history": f"{len(result.history)} entries"}, indent=2))
