@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "apps.inference",
     "apps.catalog",
     "apps.chat",
+    "apps.tuning",
     "apps.api",
 ]
 
@@ -194,17 +195,31 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 GPU_QUEUE = "gpu"
 # Training tasks go to the `gpu` queue, consumed by `worker-gpu` (concurrency 1, prefetch 1).
-CELERY_TASK_ROUTES = {"apps.tuning.tasks.*": {"queue": GPU_QUEUE}}
+CELERY_TASK_ROUTES = {"apps.tuning.tasks.run_finetune_job": {"queue": GPU_QUEUE}}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ACKS_LATE = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
+    "finetune-requeue-stale": {
+        "task": "apps.tuning.tasks.requeue_stale_jobs",
+        "schedule": env.float("FINETUNE_REQUEUE_EVERY", default=30.0),
+    },
     "registry-staging-cleanup": {
         "task": "apps.registry.tasks.staging_cleanup",
         "schedule": 3600.0,
     },
 }
+# Fine-tuning: a job's runner holds a lease it renews with each heartbeat; beat re-queues a job whose lease ran
+# out (its worker died), which resumes from its last checkpoint. A job fails after FINETUNE_MAX_ATTEMPTS crashes.
+FINETUNE_LEASE_SECONDS = env.int("FINETUNE_LEASE_SECONDS", default=120)
+FINETUNE_MAX_ATTEMPTS = env.int("FINETUNE_MAX_ATTEMPTS", default=3)
+FINETUNE_CHECKPOINT_STEPS = env.int("FINETUNE_CHECKPOINT_STEPS", default=10)
+FINETUNE_WORK_ROOT = Path(env.str("FINETUNE_WORK_ROOT", default=str(DATA_DIR / "finetune")))
+TRAINING_FILE_MAX_BYTES = env.int("TRAINING_FILE_MAX_BYTES", default=50 * 2**20)
+# Per-user quotas: stored training files (bytes) and jobs queued or running at once.
+QUOTA_FILE_BYTES = env.int("QUOTA_FILE_BYTES", default=500 * 2**20)
+QUOTA_ACTIVE_JOBS = env.int("QUOTA_ACTIVE_JOBS", default=2)
 # A worker writes a heartbeat row this often (seconds); /healthz calls a queue served when one is fresh.
 WORKER_HEARTBEAT_INTERVAL = env.float("WORKER_HEARTBEAT_INTERVAL", default=10.0)
 WORKER_HEARTBEAT_STALE_AFTER = env.float("WORKER_HEARTBEAT_STALE_AFTER", default=45.0)

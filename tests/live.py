@@ -31,6 +31,8 @@ def live_env(**extra: str) -> dict[str, str]:
         DJANGO_SETTINGS_MODULE="store.settings_test",
         DATABASE_URL=test_database_url(),
         MODELS_REGISTRY_ROOT=str(settings.MODELS_REGISTRY_ROOT),
+        MEDIA_ROOT=str(settings.MEDIA_ROOT),
+        FINETUNE_WORK_ROOT=str(settings.FINETUNE_WORK_ROOT),
         WORKER_HEARTBEAT_INTERVAL="1",
         PYTHONUNBUFFERED="1",
     )

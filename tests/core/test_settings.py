@@ -41,7 +41,7 @@ def test_embedded_default_needs_no_server(tmp_path):
     assert (tmp_path / "data" / "broker" / "queue").is_dir()
     assert s["debug"] is False
     assert s["registry"] == str(ROOT / "models_registry")
-    assert s["routes"]["apps.tuning.tasks.*"] == {"queue": "gpu"} and s["prefetch"] == 1
+    assert s["routes"]["apps.tuning.tasks.run_finetune_job"] == {"queue": "gpu"} and s["prefetch"] == 1
 
 
 def test_generated_secret_is_kept_and_shared(tmp_path):

@@ -190,6 +190,7 @@ def run_training(config: TrainConfig, reporter: Reporter | None = None) -> Train
     val_before = None
     if validation is not None and resume is None:
         val_before = float(trainer.evaluate()["eval_loss"])
+        reporter.on_step(step=0, total_steps=0, metrics={"eval_loss": val_before})
     output = trainer.train(resume_from_checkpoint=resume)
     state = trainer.state
     result = TrainResult(

@@ -1,0 +1,29 @@
+"""Celery entry points for customization: they take ids, call one service, and own failure handling."""
+
+import logging
+
+from celery import shared_task
+
+from apps.tuning import services
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="apps.tuning.tasks.validate_training_file")
+def validate_training_file(file_id: int) -> None:
+    services.training_file_validate(file_id=file_id)
+
+
+@shared_task(name="apps.tuning.tasks.run_finetune_job", acks_late=True)
+def run_finetune_job(job_id: int) -> None:
+    """On the gpu queue (worker-gpu, concurrency 1). The job's lease makes a duplicate delivery harmless."""
+    try:
+        services.finetune_job_run(job_id=job_id)
+    except Exception:
+        logger.exception("fine-tuning job %s: the runner failed", job_id)
+        services.finetune_job_fail_internal(job_id=job_id)
+
+
+@shared_task(name="apps.tuning.tasks.requeue_stale_jobs")
+def requeue_stale_jobs() -> list[str]:
+    return services.requeue_stale_jobs()
