@@ -6,6 +6,7 @@ urlpatterns = [
     path("", include("apps.catalog.urls")),
     path("accounts/", include("apps.accounts.urls")),
     path("models/", include("apps.registry.urls")),
+    path("customize/", include("apps.tuning.urls")),
     path("v1/", include("apps.api.urls_openai")),
     path("admin/", admin.site.urls),
 ]

@@ -253,7 +253,7 @@ def build_list(request):
 def build_new(request):
     form = AppForm(
         request.POST or None, request.FILES or None, model_choices=_model_choices(request.user),
-        initial={"kind": StoreApp.Kind.CHATBOT},
+        initial={"kind": StoreApp.Kind.CHATBOT, "model_reference": request.GET.get("model")},  # from a finished job
     )
     if request.method == "POST" and form.is_valid():
         try:

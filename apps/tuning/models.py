@@ -103,6 +103,7 @@ class FineTuningJob(TimeStampedModel):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     fine_tuned_model = models.CharField(max_length=300, blank=True)
+    owner_notified = models.BooleanField(default=False, help_text=_("The owner saw the end of the job in the site."))
     result_version = models.OneToOneField(
         "registry.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="source_job"
     )

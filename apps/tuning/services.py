@@ -150,7 +150,7 @@ def hyperparameters_resolve(*, method: str, examples: int, given: dict | None) -
             "learning_rate": base_lr * multiplier, "lora_rank": lora_rank, "lora_alpha": lora_alpha}
 
 
-def _estimate(*, method: str, hyper: dict, training_file: TrainingFile) -> dict:
+def job_estimate(*, method: str, hyper: dict, training_file: TrainingFile) -> dict:
     steps = math.ceil(max(training_file.example_count, 1) / hyper["batch_size"]) * hyper["n_epochs"]
     tokens = training_file.token_count * hyper["n_epochs"]
     return {"steps": steps, "tokens": tokens, "seconds_cpu": round(tokens / CPU_TOKENS_PER_SECOND[method])}
@@ -186,7 +186,7 @@ def finetune_job_create(
         job = FineTuningJob.objects.create(
             owner=owner, base_version=base, base_reference=model, training_file=training_file, validation_file=validation_file,
             method=method, hyperparameters=hyper, suffix=suffix, seed=42 if seed is None else int(seed),
-            estimate=_estimate(method=method, hyper=hyper, training_file=training_file),
+            estimate=job_estimate(method=method, hyper=hyper, training_file=training_file),
         )
         event(job, f"Created fine-tuning job {job.public_id} ({job.get_method_display()}) on {base.reference}.", data=job.estimate)
         from apps.tuning.tasks import run_finetune_job

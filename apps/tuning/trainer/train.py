@@ -37,6 +37,7 @@ class TrainConfig:
     save_steps: int = 10
     eval_steps: int | None = None  # None: at each save
     warmup_ratio: float = 0.05
+    max_steps: int | None = None  # stop after this many steps whatever n_epochs says (benchmarks, smoke runs)
 
     @property
     def effective_learning_rate(self) -> float:
@@ -117,6 +118,7 @@ def run_training(config: TrainConfig, reporter: Reporter | None = None) -> Train
     args = SFTConfig(
         output_dir=config.work_dir,
         num_train_epochs=config.n_epochs,
+        max_steps=config.max_steps or -1,
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
         learning_rate=config.effective_learning_rate,

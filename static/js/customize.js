@@ -1,0 +1,88 @@
+// Customization pages: the job form's live estimate, and the job page's live status, loss chart and events.
+(function () {
+  "use strict";
+
+  // ---- estimate before queueing ----
+  const form = document.getElementById("job-form");
+  if (form) {
+    const box = document.getElementById("estimate");
+    const update = async () => {
+      const params = new URLSearchParams();
+      for (const name of ["training_file", "method", "n_epochs", "batch_size", "learning_rate_multiplier", "lora_rank"]) {
+        const el = form.elements[name];
+        if (el && el.value && el.value !== "auto") params.set(name, el.value);
+      }
+      const r = await fetch(form.dataset.estimateUrl + "?" + params, { credentials: "same-origin" });
+      const data = await r.json();
+      if (!r.ok) { box.textContent = data.error.message; box.className = "estimate error"; return; }
+      const minutes = Math.max(1, Math.round(data.seconds_cpu / 60));
+      box.className = "estimate";
+      box.textContent = `${data.steps} steps · ${data.tokens.toLocaleString()} training tokens · about ${minutes} min on this machine's CPU ` +
+        `(epochs ${data.hyperparameters.n_epochs}, batch ${data.hyperparameters.batch_size}, learning rate ${data.hyperparameters.learning_rate.toExponential(1)})`;
+    };
+    form.addEventListener("change", update);
+    update();
+  }
+
+  // ---- job page ----
+  const panel = document.getElementById("job");
+  if (!panel) return;
+  const $ = (role) => document.querySelector(`[data-role="${role}"]`);
+  const points = { train: [], val: [] };
+  let afterMetric = 0, afterEvent = 0, timer = null;
+
+  function draw() {
+    const svg = $("chart");
+    const all = points.train.concat(points.val);
+    if (!all.length) { svg.innerHTML = '<text x="200" y="110" text-anchor="middle" class="axis">waiting for the first step…</text>'; return; }
+    const W = 400, H = 220, L = 44, B = 24, T = 10, R = 10;
+    const maxStep = Math.max(...all.map((p) => p[0]), 1);
+    const ys = all.map((p) => p[1]);
+    let lo = Math.min(...ys), hi = Math.max(...ys);
+    if (hi - lo < 1e-6) { hi += 0.5; lo -= 0.5; }
+    const x = (s) => L + (W - L - R) * (s / maxStep);
+    const y = (v) => T + (H - T - B) * (1 - (v - lo) / (hi - lo));
+    const path = (pts) => pts.map((p, i) => `${i ? "L" : "M"}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ");
+    let out = `<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" class="axis-line"/><line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" class="axis-line"/>`;
+    out += `<text x="${L - 4}" y="${T + 8}" text-anchor="end" class="axis">${hi.toFixed(2)}</text><text x="${L - 4}" y="${H - B}" text-anchor="end" class="axis">${lo.toFixed(2)}</text>`;
+    out += `<text x="${W - R}" y="${H - 6}" text-anchor="end" class="axis">step ${maxStep}</text>`;
+    if (points.train.length) out += `<path d="${path(points.train)}" class="line train"/>`;
+    if (points.val.length) out += `<path d="${path(points.val)}" class="line val"/>` + points.val.map((p) => `<circle cx="${x(p[0])}" cy="${y(p[1])}" r="3" class="dot val"/>`).join("");
+    svg.innerHTML = out;
+  }
+
+  async function poll() {
+    const r = await fetch(`${panel.dataset.statusUrl}?after_metric=${afterMetric}&after_event=${afterEvent}`, { credentials: "same-origin" });
+    if (!r.ok) return;
+    const s = await r.json();
+    $("status").textContent = s.status_label;
+    $("progress").value = s.progress;
+    $("steps").textContent = s.total_steps ? `step ${s.step} of ${s.total_steps}` + (s.eta_seconds != null ? ` · about ${Math.ceil(s.eta_seconds / 60)} min left` : "") : "";
+    $("detail").textContent = s.queue_position ? `position ${s.queue_position} in the queue` : "";
+    if (s.error) { $("error").hidden = false; $("error").textContent = s.error; }
+    if (s.val_loss_before != null && !points.val.some((p) => p[0] === 0)) points.val.unshift([0, s.val_loss_before]);
+    for (const m of s.metrics) {
+      afterMetric = Math.max(afterMetric, m.id);
+      if (m.train_loss != null) points.train.push([m.step, m.train_loss]);
+      if (m.val_loss != null) points.val.push([m.step, m.val_loss]);
+    }
+    const list = $("events");
+    for (const e of s.events) {
+      afterEvent = Math.max(afterEvent, e.id);
+      const li = document.createElement("li");
+      li.className = "event " + e.level;
+      li.textContent = `${new Date(e.at).toLocaleTimeString()} — ${e.message}`;
+      list.appendChild(li);
+    }
+    draw();
+    if (s.fine_tuned_model) {
+      $("done").hidden = false;
+      $("model").textContent = s.fine_tuned_model;
+      $("build").href = "/build/new/?model=" + encodeURIComponent(s.fine_tuned_model + "@latest");
+    }
+    const finished = ["succeeded", "failed", "cancelled"].includes(s.status);
+    if (finished) { const c = $("cancel"); if (c) c.hidden = true; clearInterval(timer); }
+  }
+  poll();
+  timer = setInterval(poll, 2000);
+})();
