@@ -85,6 +85,20 @@ def tiny_version(db, tiny_hf_dir):
 
 
 @pytest.fixture
+def store(tiny_version, settings):
+    """The tiny model as the base model, the built-in apps seeded, an fp32 engine."""
+    from apps.catalog.services import store_seed
+    from apps.inference import services as inference
+
+    settings.INFERENCE_DTYPE = "float32"
+    settings.INFERENCE_QUANTIZE = "none"
+    inference.engine_reset()
+    store_seed()
+    yield
+    inference.engine_reset()
+
+
+@pytest.fixture
 def user(db):
     from tests.factories import UserFactory
 

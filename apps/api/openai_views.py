@@ -20,6 +20,7 @@ from apps.api.errors import openai_exception_handler
 from apps.core.streaming import sse_event, sse_response
 from apps.api.openai_serializers import ChatCompletionSerializer, CompletionSerializer
 from apps.inference.services import generation_request_build, engine_get
+from apps.core.errors import InvalidRequest
 from apps.inference.types import GenerationResult, InferenceError
 from apps.registry.selectors import registered_model_get, registered_model_list
 
@@ -41,14 +42,45 @@ def model_object(model) -> dict:
     }
 
 
+def app_object(app) -> dict:
+    return {
+        "id": f"app:{app.slug}",
+        "object": "model",
+        "created": int((app.published_at or app.created_at).timestamp()),
+        "owned_by": app.creator.username if app.creator_id else "system",
+    }
+
+
 class ModelListView(OpenAIView):
+    """Base models, the caller's fine-tunes, and the apps the caller may use (public ones and their own)."""
+
     def get(self, request):
-        return Response({"object": "list", "data": [model_object(m) for m in registered_model_list(user=request.user)]})
+        from apps.catalog.models import StoreApp
+        from apps.catalog.selectors import app_catalog
+
+        listed = list(app_catalog().order_by("slug"))
+        own = StoreApp.objects.filter(creator=request.user).exclude(pk__in=[a.pk for a in listed]).order_by("slug")
+        apps = listed + list(own)
+        data = [model_object(m) for m in registered_model_list(user=request.user)] + [app_object(a) for a in apps]
+        return Response({"object": "list", "data": data})
 
 
 class ModelDetailView(OpenAIView):
     def get(self, request, model_id):
+        if model_id.startswith("app:"):
+            return Response(app_object(_app(request, model_id)))
         return Response(model_object(registered_model_get(name=model_id, user=request.user)))
+
+
+def _app(request, model: str):
+    """The app a `model="app:<slug>"` names, if the caller may use it (link-only apps too); 404 otherwise."""
+    from apps.catalog.selectors import app_get
+    from apps.core.errors import NotFound
+
+    try:
+        return app_get(slug=model.removeprefix("app:"), user=request.user)
+    except NotFound as exc:
+        raise NotFound(f"The model {model!r} does not exist.", code="model_not_found", param="model") from exc
 
 
 def _usage(results: list[GenerationResult]) -> dict:
@@ -80,17 +112,31 @@ class _CompletionBase(OpenAIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         params = serializer.sampling_params()
-        generation = generation_request_build(user=request.user, reference=data["model"], params=params, **self.request_kwargs(data))
+        app = None
+        if data["model"].startswith("app:"):
+            if not isinstance(self, ChatCompletionView):
+                raise InvalidRequest("Apps answer on /v1/chat/completions.", param="model")
+            from apps.chat.services import app_chat_request
+
+            app = _app(request, data["model"])
+            given = set(request.data) | ({"max_tokens"} if "max_completion_tokens" in request.data else set())
+            generation = app_chat_request(app=app, messages=self.request_kwargs(data)["messages"], given=given, params=params,
+                                          extra={k: request.data.get(k) for k in ("target_language", "source_language")})
+        else:
+            generation = generation_request_build(user=request.user, reference=data["model"], params=params, **self.request_kwargs(data))
         engine = engine_get()
         n = data.get("n") or 1
         streams = []
         for i in range(n):  # all n start now, so the engine decodes them together
-            seeded = replace(params, seed=params.seed + i) if params.seed is not None else params
+            chosen = generation.params
+            seeded = replace(chosen, seed=chosen.seed + i) if chosen.seed is not None else chosen
             streams.append(engine.stream(replace(generation, params=seeded)))
         meta = {"id": f"{self.id_prefix}-{uuid.uuid4().hex}", "created": int(time.time()), "model": data["model"]}
+        record = (lambda results: _record_app_usage(app, request.user, results)) if app else (lambda results: None)
         if data.get("stream"):
-            return sse_response(request, lambda: self._event_stream(streams, meta, serializer.include_usage))
+            return sse_response(request, lambda: self._event_stream(streams, meta, serializer.include_usage, record))
         results = [_drain(s) for s in streams]
+        record(results)
         return Response(
             {
                 **meta,
@@ -100,7 +146,7 @@ class _CompletionBase(OpenAIView):
             }
         )
 
-    def _event_stream(self, streams, meta, include_usage: bool) -> Iterator[str]:
+    def _event_stream(self, streams, meta, include_usage: bool, record) -> Iterator[str]:
         base = {**meta, "object": f"{self.object_name}.chunk"}
         results = []
         try:
@@ -113,6 +159,7 @@ class _CompletionBase(OpenAIView):
                     if event.result is not None:
                         results.append(event.result)
                         yield sse_event({**base, "choices": [self.chunk_choice(index, "", _finish(event.result), False)]})
+            record(results)
             if include_usage:
                 yield sse_event({**base, "choices": [], "usage": _usage(results)})
             yield "data: [DONE]\n\n"
@@ -121,6 +168,12 @@ class _CompletionBase(OpenAIView):
         finally:
             for stream in streams:
                 stream.close()  # a client that went away frees its slots in the engine
+
+
+def _record_app_usage(app, user, results) -> None:
+    from apps.chat.services import app_usage_record
+
+    app_usage_record(app=app, user=user, results=results)
 
 
 def _drain(stream) -> GenerationResult:

@@ -178,3 +178,35 @@ def conversation_rename(*, conversation: Conversation, title: str) -> Conversati
 
 def conversation_delete(*, conversation: Conversation) -> None:
     conversation.delete()
+
+
+# --- Apps through the OpenAI-compatible API: stateless, usage recorded -------------------------------------
+APP_PREFIX = "app:"
+SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens", "repetition_penalty")
+
+
+def app_chat_request(*, app: StoreApp, messages: list[dict], given: dict, params: SamplingParams, extra: dict):
+    """`model="app:<slug>"`: the app's instructions first, the caller's sampling over the app's defaults."""
+    from dataclasses import replace
+
+    from apps.catalog.builtin import LANGUAGES
+
+    system = app.instructions
+    if app.kind == StoreApp.Kind.TRANSLATOR:
+        target = extra.get("target_language") or "English"
+        source = extra.get("source_language") or "the language of the text"
+        if target not in LANGUAGES:
+            raise InvalidRequest(f"target_language must be one of: {', '.join(LANGUAGES)}.", param="target_language")
+        system = app.instructions.format_map(prompts._Blank(source=source, target=target))
+    defaults = {"temperature": app.temperature, "top_p": app.top_p, "max_tokens": app.max_tokens,
+                "repetition_penalty": app.repetition_penalty}
+    params = replace(params, **{k: v for k, v in defaults.items() if k not in given})
+    full = ([{"role": "system", "content": system}] if system else []) + [m for m in messages if m["role"] != "system"]
+    return generation_request_build(user=app.creator, reference=app.model_reference, messages=full, params=params)
+
+
+def app_usage_record(*, app: StoreApp, user, results) -> None:
+    AppRun.objects.bulk_create(
+        AppRun(app=app, user=user, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens, finish_reason=r.finish_reason)
+        for r in results
+    )

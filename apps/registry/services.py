@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import Max, ProtectedError, RestrictedError
 
 from apps.core.errors import Conflict, InvalidRequest, StoreError
@@ -194,3 +194,46 @@ def staging_cleanup(*, older_than_s: float = 3600.0) -> list[Path]:
             shutil.rmtree(staging, ignore_errors=True)
             removed.append(staging)
     return removed
+
+
+def model_version_archive(*, version: ModelVersion, merged: bool = False) -> Path:
+    """A zip of the version folder, in a temporary file the caller removes. `merged=True` (LoRA only): the
+    adapter applied to its base and saved as full weights, loadable without PEFT."""
+    import tempfile
+    import zipfile
+
+    work = Path(tempfile.mkdtemp(prefix="download-"))
+    source = version.path
+    if merged:
+        if version.kind != ModelVersion.Kind.LORA or version.base_version is None:
+            raise InvalidRequest("Only a LoRA adapter has merged weights to download.")
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        base = AutoModelForCausalLM.from_pretrained(version.base_version.path, dtype=torch.float32, use_safetensors=True)
+        model = PeftModel.from_pretrained(base, version.path).merge_and_unload()
+        source = work / "merged"
+        model.save_pretrained(source, safe_serialization=True)
+        AutoTokenizer.from_pretrained(version.base_version.path).save_pretrained(source)
+    archive = work / "model.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as zf:  # weights do not compress
+        for path in sorted(source.rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(source).as_posix())
+    return archive
+
+
+def registered_model_delete_owned(*, registered_model: RegisteredModel, user) -> None:
+    """A user deletes one of their fine-tunes; refused while one of their apps runs on it."""
+    from apps.catalog.models import StoreApp
+
+    if registered_model.owner_id != user.pk:
+        raise Conflict("Only the owner can delete a model.")
+    users = StoreApp.objects.filter(
+        models.Q(model_reference=registered_model.name) | models.Q(model_reference__startswith=f"{registered_model.name}@")
+    )
+    if users.exists():
+        names = ", ".join(users.values_list("name", flat=True)[:5])
+        raise Conflict(f"Apps run on this model ({names}): point them at another model first.")
+    registered_model_delete(registered_model=registered_model)

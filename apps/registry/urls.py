@@ -7,4 +7,6 @@ urlpatterns = [
     path("", views.model_list, name="model-list"),
     path("<str:name>/", views.model_detail, name="model-detail"),
     path("<str:name>/v<int:number>/", views.version_detail, name="version-detail"),
+    path("<str:name>/v<int:number>/download", views.version_download, name="version-download"),
+    path("<str:name>/delete", views.model_delete, name="model-delete"),
 ]

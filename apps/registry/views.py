@@ -1,8 +1,12 @@
-from django.http import Http404
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+import shutil
 
-from apps.core.errors import NotFound
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import FileResponse, Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from apps.core.errors import NotFound, StoreError
 from apps.registry import artifacts
 from apps.registry.selectors import registered_model_get, registered_model_list
 
@@ -42,3 +46,53 @@ def version_detail(request, name, number):
         "registry/version_detail.html",
         {"model": model, "version": version, "card_header": card_header, "card_body": card_body},
     )
+
+
+class _TemporaryFile:
+    """A file object that removes its folder when the response closes it."""
+
+    def __init__(self, path):
+        self.path = path
+        self.fh = open(path, "rb")
+
+    def read(self, *args):
+        return self.fh.read(*args)
+
+    def close(self):
+        self.fh.close()
+        shutil.rmtree(self.path.parent, ignore_errors=True)
+
+
+@require_GET
+def version_download(request, name, number):
+    """The version folder as a zip; for an adapter, `?merged=1` gives full weights with the adapter applied."""
+    from apps.registry.services import model_version_archive
+
+    model = _model_or_404(request, name)
+    version = model.versions.filter(number=number, status="ready").select_related("base_version").first()
+    if version is None:
+        raise Http404(f"{name} has no version {number}")
+    version.registered_model = model
+    merged = request.GET.get("merged") == "1"
+    try:
+        archive = model_version_archive(version=version, merged=merged)
+    except StoreError as exc:
+        messages.error(request, exc.message)
+        return redirect(version.get_absolute_url())
+    filename = f"{model.folder}-v{number}{'-merged' if merged else ''}.zip"
+    return FileResponse(_TemporaryFile(archive), as_attachment=True, filename=filename, content_type="application/zip")
+
+
+@login_required
+@require_POST
+def model_delete(request, name):
+    from apps.registry.services import registered_model_delete_owned
+
+    model = _model_or_404(request, name)
+    try:
+        registered_model_delete_owned(registered_model=model, user=request.user)
+    except StoreError as exc:
+        messages.error(request, exc.message)
+        return redirect(model.get_absolute_url())
+    messages.info(request, f"{name} was deleted.")
+    return redirect("registry:model-list")

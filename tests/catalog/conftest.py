@@ -1,22 +1,5 @@
 import json
 
-import pytest
-
-from apps.inference import services as inference
-
-
-@pytest.fixture
-def store(tiny_version, settings):
-    """The tiny model as the base model, the built-in apps seeded, an fp32 engine."""
-    from apps.catalog.services import store_seed
-
-    settings.INFERENCE_DTYPE = "float32"
-    settings.INFERENCE_QUANTIZE = "none"
-    inference.engine_reset()
-    store_seed()
-    yield
-    inference.engine_reset()
-
 
 def run(client, slug, body, *, url=None):
     """POST to an app's run endpoint; returns (status, events or error body)."""

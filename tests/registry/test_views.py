@@ -33,3 +33,69 @@ def test_private_model_pages_are_404_for_others(client, user, other_user, tmp_pa
 
 def test_unknown_version_is_404(client, tiny_version):
     assert client.get("/models/smollm2-135m-instruct/v9/").status_code == 404
+
+
+def _zip_names(response):
+    import io
+    import zipfile
+
+    data = b"".join(response.streaming_content)
+    return zipfile.ZipFile(io.BytesIO(data)), data
+
+
+def test_download_a_version_as_a_zip(client, tiny_version):
+    response = client.get("/models/smollm2-135m-instruct/v1/download")
+    assert response.status_code == 200 and response["Content-Type"] == "application/zip"
+    assert 'filename="smollm2-135m-instruct-v1.zip"' in response["Content-Disposition"]
+    archive, _ = _zip_names(response)
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md", "SHA256SUMS"} <= set(archive.namelist())
+
+
+def test_an_adapter_downloads_also_as_merged_full_weights(client, user, other_user, tiny_version, tiny_hf_dir, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from apps.registry.services import model_version_register
+
+    torch.manual_seed(0)
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_hf_dir), LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False)).save_pretrained(tmp_path / "a")
+    model_version_register(name="ft:smollm2-135m-instruct:u::ftjob-z", source_dir=tmp_path / "a", kind="lora", owner=user, base_version=tiny_version)
+    url = "/models/ft:smollm2-135m-instruct:u::ftjob-z/v1/download"
+    client.force_login(other_user)
+    assert client.get(url).status_code == 404
+    client.force_login(user)
+    archive, _ = _zip_names(client.get(url))
+    assert "adapter_model.safetensors" in archive.namelist()
+    archive, _ = _zip_names(client.get(url, {"merged": "1"}))
+    assert "model.safetensors" in archive.namelist() and "adapter_config.json" not in archive.namelist()
+    archive.extractall(tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    assert merged.config.num_hidden_layers == 2
+    response = client.get("/models/smollm2-135m-instruct/v1/download", {"merged": "1"}, follow=True)
+    assert "Only a LoRA adapter has merged weights" in response.content.decode()
+
+
+def test_deleting_a_fine_tune_is_refused_while_an_app_runs_on_it(client, user, other_user, tiny_version, tiny_hf_dir, registry_root,
+                                                                 django_capture_on_commit_callbacks):
+    from apps.catalog.models import StoreApp
+    from apps.registry.models import RegisteredModel
+    from apps.registry.services import model_version_register
+
+    model_version_register(name="ft:smollm2-135m-instruct:u::ftjob-d", source_dir=tiny_hf_dir, owner=user)
+    app = StoreApp.objects.create(slug="uses-it", name="Uses it", short_description="x", creator=user,
+                                  model_reference="ft:smollm2-135m-instruct:u::ftjob-d@latest")
+    client.force_login(other_user)
+    assert client.post("/models/ft:smollm2-135m-instruct:u::ftjob-d/delete").status_code == 404
+    client.force_login(user)
+    response = client.post("/models/ft:smollm2-135m-instruct:u::ftjob-d/delete", follow=True)
+    assert "Apps run on this model (Uses it)" in response.content.decode()
+    assert RegisteredModel.objects.filter(name="ft:smollm2-135m-instruct:u::ftjob-d").exists()
+    app.model_reference = "smollm2-135m-instruct@latest"
+    app.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post("/models/ft:smollm2-135m-instruct:u::ftjob-d/delete")
+    assert not RegisteredModel.objects.filter(name="ft:smollm2-135m-instruct:u::ftjob-d").exists()
+    assert not (registry_root / "ft_smollm2-135m-instruct_u__ftjob-d").exists()
+    assert client.post("/models/smollm2-135m-instruct/delete", follow=True).status_code == 200
+    assert RegisteredModel.objects.filter(name="smollm2-135m-instruct").exists()  # the store's own: nobody's to delete

@@ -140,3 +140,21 @@ def test_a_killed_worker_resumes_from_its_checkpoint(setup, tmp_path):
     after_resume = steps[steps.index(killed_at.step) + 1 :] if killed_at.step in steps else steps
     assert min(after_resume) > 1  # the step counter did not go back to 0
     assert ModelVersion.objects.filter(created_by_job=job.public_id).count() == 1
+
+
+def test_a_crashing_job_fails_with_a_code_and_a_message_not_a_traceback(setup, settings, django_capture_on_commit_callbacks):
+    """The trainer child crashes (its base model's weights are gone); after the last attempt the job fails."""
+    user = setup
+    settings.FINETUNE_MAX_ATTEMPTS = 1
+    f = services.training_file_create(owner=user, upload=SimpleUploadedFile("a.jsonl", chat_lines().encode()))
+    services.training_file_validate(file_id=f.pk)
+    job = services.finetune_job_create(owner=user, training_file=TrainingFile.objects.get(pk=f.pk), model="smollm2-135m-instruct")
+    weights = job.base_version.path / "model.safetensors"
+    weights.chmod(0o644)
+    weights.write_bytes(b"not weights")
+    services.finetune_job_run(job_id=job.pk)  # what the task on the gpu queue calls
+    job.refresh_from_db()
+    assert job.status == "failed" and job.error_code == "training_crashed"
+    assert job.error_message.startswith("Training failed 1 times") and "Traceback" not in job.error_message
+    assert job.result_version is None and job.finished_at is not None
+    assert job.events.filter(level="error").exists()
