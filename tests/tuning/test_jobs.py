@@ -158,3 +158,7 @@ def test_a_crashing_job_fails_with_a_code_and_a_message_not_a_traceback(setup, s
     assert job.error_message.startswith("Training failed 1 times") and "Traceback" not in job.error_message
     assert job.result_version is None and job.finished_at is not None
     assert job.events.filter(level="error").exists()
+    from django.core import mail
+
+    assert mail.outbox[-1].to == [user.email] and mail.outbox[-1].subject == "Fine-tuning job failed"
+    assert job.public_id in mail.outbox[-1].body
