@@ -1,5 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.permissions import AllowAny
 
 urlpatterns = [
     path("", include("apps.core.urls")),
@@ -8,6 +10,8 @@ urlpatterns = [
     path("models/", include("apps.registry.urls")),
     path("customize/", include("apps.tuning.urls")),
     path("v1/", include("apps.api.urls_openai")),
+    path("api/schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema", permission_classes=[AllowAny]), name="api-docs"),
     path("admin/", admin.site.urls),
 ]
 

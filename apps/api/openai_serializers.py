@@ -1,10 +1,12 @@
 """Input of the OpenAI-compatible endpoints, validated field by field (a bad field is a 400 naming it)."""
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.inference.types import SamplingParams
 
 
+@extend_schema_field({"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]})
 class StopField(serializers.Field):
     def to_internal_value(self, data):
         if data is None:

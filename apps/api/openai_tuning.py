@@ -95,6 +95,7 @@ class FileUploadSerializer(serializers.Serializer):
 
 class FileListView(OpenAIView):
     parser_classes = [MultiPartParser, FormParser]
+    request_serializer = FileUploadSerializer
 
     def get(self, request):
         return _page(request, TrainingFile.objects.filter(owner=request.user), file_object)
@@ -138,6 +139,7 @@ class JobCreateSerializer(serializers.Serializer):
 
 class JobListView(OpenAIView):
     parser_classes = [JSONParser]
+    request_serializer = JobCreateSerializer
 
     def get(self, request):
         return _page(request, FineTuningJob.objects.filter(owner=request.user).select_related("training_file", "validation_file"), job_object)

@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 
 from apps.api.authentication import BearerAPIKeyAuthentication
 from apps.api.errors import openai_exception_handler
+from apps.api.schema import OpenAISchema
 from apps.core.streaming import sse_event, sse_response
 from apps.api.openai_serializers import ChatCompletionSerializer, CompletionSerializer
 from apps.inference.services import generation_request_build, engine_get
@@ -28,6 +29,8 @@ from apps.registry.selectors import registered_model_get, registered_model_list
 class OpenAIView(APIView):
     authentication_classes = [BearerAPIKeyAuthentication]
     permission_classes = [IsAuthenticated]
+    schema = OpenAISchema()
+    request_serializer = None  # the body a POST takes (for the OpenAPI schema)
 
     def get_exception_handler(self):
         return openai_exception_handler
@@ -184,7 +187,7 @@ def _drain(stream) -> GenerationResult:
 
 
 class ChatCompletionView(_CompletionBase):
-    serializer_class = ChatCompletionSerializer
+    serializer_class = request_serializer = ChatCompletionSerializer
     object_name = "chat.completion"
     id_prefix = "chatcmpl"
 
@@ -205,7 +208,7 @@ class ChatCompletionView(_CompletionBase):
 
 
 class CompletionView(_CompletionBase):
-    serializer_class = CompletionSerializer
+    serializer_class = request_serializer = CompletionSerializer
     object_name = "text_completion"
     id_prefix = "cmpl"
 
