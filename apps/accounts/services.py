@@ -13,12 +13,21 @@ def user_create(*, username: str, email: str, password: str) -> User:
 
 @transaction.atomic
 def user_delete(*, user: User) -> None:
-    """Delete an account with everything it owns; the owner's model artifacts leave the disk once committed."""
+    """Delete an account with everything it owns; its files and model artifacts leave the disk once committed.
+
+    Jobs go first: they point at the user's files and models, which may not go while something points at them.
+    """
+    from pathlib import Path
+
     from apps.registry.services import registered_model_delete
 
-    for registered_model in user.registered_models.all():
+    uploads = [Path(f.file.path) for f in user.training_files.all() if f.file]
+    user.finetuning_jobs.all().delete()
+    user.store_apps.all().delete()
+    for registered_model in user.registered_models.order_by("-created_at"):  # fine-tunes of fine-tunes first
         registered_model_delete(registered_model=registered_model)
     user.delete()
+    transaction.on_commit(lambda: [path.unlink(missing_ok=True) for path in uploads])
 
 
 API_KEY_PREFIX = "sk-store-"

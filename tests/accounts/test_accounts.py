@@ -117,3 +117,31 @@ def test_delete_account_needs_the_password_and_removes_owned_data(
 def test_account_pages_need_login(client, url):
     response = client.get(url)
     assert response.status_code == 302 and response["Location"].startswith(reverse("accounts:login"))
+
+
+def test_delete_account_with_files_jobs_apps_and_fine_tunes(client, user, tiny_version, tiny_hf_dir, settings, tmp_path,
+                                                           django_capture_on_commit_callbacks):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from apps.catalog.models import StoreApp
+    from apps.registry.services import model_version_register
+    from apps.tuning import services as tuning
+    from apps.tuning.models import FineTuningJob, TrainingFile
+    from tests.tuning.test_jobs import chat_lines
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    f = tuning.training_file_create(owner=user, upload=SimpleUploadedFile("a.jsonl", chat_lines().encode()))
+    tuning.training_file_validate(file_id=f.pk)
+    first = model_version_register(name="ft:smollm2-135m-instruct:me::ftjob-1", source_dir=tiny_hf_dir, owner=user, base_version=tiny_version)
+    job = tuning.finetune_job_create(owner=user, training_file=TrainingFile.objects.get(pk=f.pk), model="ft:smollm2-135m-instruct:me::ftjob-1")
+    model_version_register(name="ft:smollm2-135m-instruct:me::ftjob-2", source_dir=tiny_hf_dir, owner=user, base_version=first)
+    StoreApp.objects.create(slug="mine", name="Mine", short_description="x", creator=user, model_reference="ft:smollm2-135m-instruct:me::ftjob-2")
+    path = TrainingFile.objects.get(pk=f.pk).file.path
+    client.force_login(user)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/accounts/delete/", {"password": PASSWORD})
+    assert response.status_code == 302
+    assert not User.objects.filter(pk=user.pk).exists()
+    assert not FineTuningJob.objects.filter(pk=job.pk).exists() and not TrainingFile.objects.exists()
+    assert not RegisteredModel.objects.filter(owner__isnull=False).exists() and not StoreApp.objects.filter(slug="mine").exists()
+    assert not __import__("os").path.exists(path)
