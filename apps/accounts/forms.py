@@ -46,3 +46,9 @@ class AccountDeleteForm(forms.Form):
         if not self.user.check_password(password):
             raise forms.ValidationError(_("That is not your password."))
         return password
+
+
+class APIKeyForm(forms.Form):
+    name = forms.CharField(label=_("Key name"), max_length=100, help_text=_("Where you will use it, e.g. laptop or CI."))
+    expires_in_days = forms.IntegerField(label=_("Valid for (days)"), required=False, min_value=1, max_value=3650,
+                                         help_text=_("Empty: until you revoke it."))

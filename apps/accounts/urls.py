@@ -10,6 +10,8 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),  # POST only (Django 5)
     path("delete/", views.account_delete, name="delete"),
+    path("keys/new", views.api_key_new, name="api-key-new"),
+    path("keys/<int:pk>/revoke", views.api_key_revoke_view, name="api-key-revoke"),
     path(
         "password/",
         auth_views.PasswordChangeView.as_view(success_url=reverse_lazy("accounts:password_change_done")),

@@ -1,12 +1,17 @@
+from datetime import timedelta
+
 from django.contrib import messages
 from django.contrib.auth import login, logout
 from django.contrib.auth.decorators import login_required
+from django.http import Http404
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_POST
 
-from apps.accounts.forms import AccountDeleteForm, ProfileForm, SignupForm
-from apps.accounts.services import user_create, user_delete
+from apps.accounts.forms import AccountDeleteForm, APIKeyForm, ProfileForm, SignupForm
+from apps.accounts.selectors import usage_summary
+from apps.accounts.services import api_key_create, api_key_revoke, user_create, user_delete
 
 
 @require_http_methods(["GET", "POST"])
@@ -34,7 +39,37 @@ def account(request):
         form.save()
         messages.success(request, _("Your profile was saved."))
         return redirect("accounts:account")
-    return render(request, "accounts/account.html", {"form": form})
+    return render(request, "accounts/account.html", {
+        "form": form,
+        "key_form": APIKeyForm(),
+        "keys": request.user.api_keys.all(),
+        "usage": usage_summary(user=request.user),
+    })
+
+
+@login_required
+@require_POST
+def api_key_new(request):
+    form = APIKeyForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _("Give the key a name (and, if you like, a number of days it is valid)."))
+        return redirect("accounts:account")
+    days = form.cleaned_data.get("expires_in_days")
+    expires = timezone.now() + timedelta(days=days) if days else None
+    key, raw = api_key_create(user=request.user, name=form.cleaned_data["name"], expires_at=expires)
+    # Shown on this one response only: the store keeps a hash and can never show the key again.
+    return render(request, "accounts/api_key_created.html", {"key": key, "raw": raw})
+
+
+@login_required
+@require_POST
+def api_key_revoke_view(request, pk):
+    key = request.user.api_keys.filter(pk=pk).first()
+    if key is None:
+        raise Http404("No such key.")
+    api_key_revoke(key=key)
+    messages.info(request, _("The key %(name)s was revoked; requests with it now get 401.") % {"name": key.name})
+    return redirect("accounts:account")
 
 
 @login_required

@@ -135,7 +135,11 @@ class _CompletionBase(OpenAIView):
             seeded = replace(chosen, seed=chosen.seed + i) if chosen.seed is not None else chosen
             streams.append(engine.stream(replace(generation, params=seeded)))
         meta = {"id": f"{self.id_prefix}-{uuid.uuid4().hex}", "created": int(time.time()), "model": data["model"]}
-        record = (lambda results: _record_app_usage(app, request.user, results)) if app else (lambda results: None)
+        def record(results):
+            from apps.chat.services import usage_record
+
+            usage_record(user=request.user, api_key=request.auth, app=app, results=results)
+
         if data.get("stream"):
             return sse_response(request, lambda: self._event_stream(streams, meta, serializer.include_usage, record))
         results = [_drain(s) for s in streams]
@@ -171,12 +175,6 @@ class _CompletionBase(OpenAIView):
         finally:
             for stream in streams:
                 stream.close()  # a client that went away frees its slots in the engine
-
-
-def _record_app_usage(app, user, results) -> None:
-    from apps.chat.services import app_usage_record
-
-    app_usage_record(app=app, user=user, results=results)
 
 
 def _drain(stream) -> GenerationResult:

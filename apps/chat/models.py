@@ -37,10 +37,15 @@ class Message(models.Model):
 
 
 class AppRun(models.Model):
-    """One generation by an app, from a page or the API: who, how many tokens, when."""
+    """One generation, by an app or a model, from a page or the API: who, with which key, how many tokens, when.
 
-    app = models.ForeignKey("catalog.StoreApp", on_delete=models.CASCADE, related_name="runs")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    The basis of usage (account page), trending (runs of the last 7 days) and an app's conversation count.
+    """
+
+    app = models.ForeignKey("catalog.StoreApp", null=True, blank=True, on_delete=models.CASCADE, related_name="runs")
+    model = models.CharField(max_length=300, blank=True)  # the model reference the run used
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+    api_key = models.ForeignKey("accounts.APIKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
     conversation = models.ForeignKey(Conversation, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)

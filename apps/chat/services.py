@@ -152,6 +152,7 @@ def run_events(run: Run) -> Iterator[dict]:
             run.conversation.save(update_fields=["updated_at"])
         AppRun.objects.create(
             app=run.app,
+            model=result.model,
             user=run.user if run.user.is_authenticated else None,
             conversation=run.conversation,
             prompt_tokens=result.prompt_tokens,
@@ -205,8 +206,10 @@ def app_chat_request(*, app: StoreApp, messages: list[dict], given: dict, params
     return generation_request_build(user=app.creator, reference=app.model_reference, messages=full, params=params)
 
 
-def app_usage_record(*, app: StoreApp, user, results) -> None:
+def usage_record(*, user, api_key, results, app: StoreApp | None = None) -> None:
+    """Token usage of API calls (stateless: the messages themselves are not kept), per user, key and app."""
     AppRun.objects.bulk_create(
-        AppRun(app=app, user=user, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens, finish_reason=r.finish_reason)
+        AppRun(app=app, model=r.model, user=user, api_key=api_key, prompt_tokens=r.prompt_tokens,
+               completion_tokens=r.completion_tokens, finish_reason=r.finish_reason)
         for r in results
     )

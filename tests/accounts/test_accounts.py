@@ -145,3 +145,28 @@ def test_delete_account_with_files_jobs_apps_and_fine_tunes(client, user, tiny_v
     assert not FineTuningJob.objects.filter(pk=job.pk).exists() and not TrainingFile.objects.exists()
     assert not RegisteredModel.objects.filter(owner__isnull=False).exists() and not StoreApp.objects.filter(slug="mine").exists()
     assert not __import__("os").path.exists(path)
+
+
+def test_api_keys_on_the_account_page_and_usage(client, user, store):
+    import json
+
+    from apps.accounts.models import APIKey
+
+    client.force_login(user)
+    response = client.post("/accounts/keys/new", {"name": "laptop", "expires_in_days": 30})
+    raw = re.search(r'<code id="new-key">(sk-store-[^<]+)</code>', response.content.decode()).group(1)
+    key = APIKey.objects.get(user=user)
+    assert key.name == "laptop" and key.expires_at is not None and raw not in str(APIKey.objects.values().get())
+    body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+    assert client.post("/v1/chat/completions", data=json.dumps(body), content_type="application/json",
+                       HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200
+    html = client.get("/accounts/").content.decode()
+    assert "laptop" in html and key.prefix in html and raw not in html
+    assert "1 requests" in html and "3 completion tokens" in html and "smollm2-135m-instruct@v1" in html
+    assert "By API key" in html
+    client.post(f"/accounts/keys/{key.pk}/revoke")
+    assert client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 401
+    from tests.factories import UserFactory
+
+    client.force_login(UserFactory())
+    assert client.post(f"/accounts/keys/{key.pk}/revoke").status_code == 404
