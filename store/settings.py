@@ -222,6 +222,12 @@ TRAINING_FILE_MAX_BYTES = env.int("TRAINING_FILE_MAX_BYTES", default=50 * 2**20)
 # Per-user quotas: stored training files (bytes) and jobs queued or running at once.
 QUOTA_FILE_BYTES = env.int("QUOTA_FILE_BYTES", default=500 * 2**20)
 QUOTA_ACTIVE_JOBS = env.int("QUOTA_ACTIVE_JOBS", default=2)
+# API limits per fixed window, per API key and per user (requests and generated+prompt tokens).
+RATE_LIMIT_WINDOW_SECONDS = env.int("RATE_LIMIT_WINDOW_SECONDS", default=60)
+RATE_LIMIT_KEY_REQUESTS = env.int("RATE_LIMIT_KEY_REQUESTS", default=60)
+RATE_LIMIT_KEY_TOKENS = env.int("RATE_LIMIT_KEY_TOKENS", default=100_000)
+RATE_LIMIT_USER_REQUESTS = env.int("RATE_LIMIT_USER_REQUESTS", default=120)
+RATE_LIMIT_USER_TOKENS = env.int("RATE_LIMIT_USER_TOKENS", default=200_000)
 # A worker writes a heartbeat row this often (seconds); /healthz calls a queue served when one is fresh.
 WORKER_HEARTBEAT_INTERVAL = env.float("WORKER_HEARTBEAT_INTERVAL", default=10.0)
 WORKER_HEARTBEAT_STALE_AFTER = env.float("WORKER_HEARTBEAT_STALE_AFTER", default=45.0)

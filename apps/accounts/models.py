@@ -65,3 +65,19 @@ class APIKey(models.Model):
         from django.utils import timezone
 
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > timezone.now())
+
+
+class RateWindow(models.Model):
+    """Requests and tokens one scope (a key or a user) used in one fixed window: the limits' atomic counters."""
+
+    scope = models.CharField(max_length=80)
+    window_start = models.DateTimeField()
+    requests = models.PositiveIntegerField(default=0)
+    tokens = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["scope", "window_start"], name="one_counter_per_window")]
+        indexes = [models.Index(fields=["window_start"])]
+
+    def __str__(self) -> str:
+        return f"{self.scope} @ {self.window_start:%H:%M}: {self.requests} requests, {self.tokens} tokens"

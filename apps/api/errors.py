@@ -6,6 +6,7 @@ from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
 
+from apps.accounts.limits import RateLimited
 from apps.core.errors import StoreError
 from apps.inference.types import InferenceError
 
@@ -60,6 +61,12 @@ def openai_exception_handler(exc, context):
         return openai_error(404, str(getattr(exc, "detail", exc)) or "Not found.", code="not_found")
     if isinstance(exc, exceptions.APIException):
         return openai_error(exc.status_code, str(exc.detail), code=getattr(exc, "default_code", None))
+    if isinstance(exc, RateLimited):
+        response = openai_error(429, exc.message, type="rate_limit_error", code=exc.code)
+        response["Retry-After"] = str(exc.retry_after)
+        for name, value in exc.headers.items():
+            response[name] = value
+        return response
     if isinstance(exc, StoreError):
         return openai_error(exc.status, exc.message, param=exc.param, code=exc.code)
     if isinstance(exc, InferenceError):

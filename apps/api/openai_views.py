@@ -15,6 +15,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.accounts.limits import quotas_for, request_take, tokens_add
 from apps.api.authentication import BearerAPIKeyAuthentication
 from apps.api.errors import openai_exception_handler
 from apps.api.schema import OpenAISchema
@@ -127,6 +128,8 @@ class _CompletionBase(OpenAIView):
                                           extra={k: request.data.get(k) for k in ("target_language", "source_language")})
         else:
             generation = generation_request_build(user=request.user, reference=data["model"], params=params, **self.request_kwargs(data))
+        quotas = quotas_for(user=request.user, api_key=request.auth)
+        limit_headers = request_take(quotas=quotas)  # 429 here, before any generation, when over a limit
         engine = engine_get()
         n = data.get("n") or 1
         streams = []
@@ -139,19 +142,19 @@ class _CompletionBase(OpenAIView):
             from apps.chat.services import usage_record
 
             usage_record(user=request.user, api_key=request.auth, app=app, results=results)
+            tokens_add(quotas=quotas, tokens=sum(r.total_tokens for r in results))
 
         if data.get("stream"):
-            return sse_response(request, lambda: self._event_stream(streams, meta, serializer.include_usage, record))
-        results = [_drain(s) for s in streams]
-        record(results)
-        return Response(
-            {
-                **meta,
-                "object": self.object_name,
-                "choices": [self.choice(i, r) for i, r in enumerate(results)],
-                "usage": _usage(results),
-            }
-        )
+            response = sse_response(request, lambda: self._event_stream(streams, meta, serializer.include_usage, record))
+        else:
+            results = [_drain(s) for s in streams]
+            record(results)
+            response = Response(
+                {**meta, "object": self.object_name, "choices": [self.choice(i, r) for i, r in enumerate(results)], "usage": _usage(results)}
+            )
+        for name, value in limit_headers.items():
+            response[name] = value
+        return response
 
     def _event_stream(self, streams, meta, include_usage: bool, record) -> Iterator[str]:
         base = {**meta, "object": f"{self.object_name}.chunk"}
