@@ -6,6 +6,7 @@ here are stateless: nothing of the conversation is kept.
 
 from __future__ import annotations
 
+import abc
 import time
 import uuid
 from collections.abc import Iterator
@@ -97,19 +98,25 @@ def _finish(result: GenerationResult) -> str:
     return "length" if result.finish_reason == "length" else "stop"
 
 
-class _CompletionBase(OpenAIView):
+class _CompletionBase(OpenAIView, abc.ABC):
+    """Chat completions and completions share validation, limits, generation, streaming and usage; the
+    subclasses say what the request holds and how a choice looks."""
+
     serializer_class = None
     object_name = ""
     id_prefix = ""
 
+    @abc.abstractmethod
     def request_kwargs(self, data) -> dict:
-        raise NotImplementedError
+        """The generation request's input: `messages` or `prompt`."""
 
+    @abc.abstractmethod
     def choice(self, index: int, result: GenerationResult) -> dict:
-        raise NotImplementedError
+        """One choice of the complete answer."""
 
+    @abc.abstractmethod
     def chunk_choice(self, index: int, delta: str, finish: str | None, first: bool) -> dict:
-        raise NotImplementedError
+        """One choice of a streamed chunk."""
 
     def post(self, request):
         serializer = self.serializer_class(data=request.data)
