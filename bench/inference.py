@@ -13,7 +13,6 @@ which is how llama.cpp's own server serves concurrent requests. Results: a table
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
 import os
@@ -92,7 +91,6 @@ def bench_local(model_dir: Path, variant: str, tokens: int, threads: int) -> dic
             w.join()
         aggregate[n] = sum(done) / (time.perf_counter() - t0)
     engine.close()
-    del engine, loaded
     gc.collect()
     return {
         "engine": f"local transformers {variant}",

@@ -7,7 +7,6 @@ in CI, where `.ci/run` sets STORE_TESTS_NO_SKIP=1.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -111,7 +110,3 @@ def other_user(db):
 
     return UserFactory()
 
-
-def copy_tree(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst

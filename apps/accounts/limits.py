@@ -63,7 +63,7 @@ def request_take(*, quotas: list[Quota]) -> dict:
     now = timezone.now()
     start = _window(now)
     reset = int((start + timedelta(seconds=settings.RATE_LIMIT_WINDOW_SECONDS) - now).total_seconds()) + 1
-    taken, headers = [], {}
+    headers = {}
     with transaction.atomic():
         for quota in quotas:
             counter = _counter(quota.scope, start)
@@ -87,7 +87,6 @@ def request_take(*, quotas: list[Quota]) -> dict:
                     f"Try again in {reset} s.",
                     retry_after=reset, headers=headers,
                 )
-            taken.append(quota)
     return headers
 
 

@@ -111,7 +111,8 @@ def app_run_start(*, app: StoreApp, user, session, inputs: dict) -> Run:
     conversation = None
     if app.kind == StoreApp.Kind.CHATBOT:
         conversation, history, message = _chat_history(app=app, user=user, inputs=inputs)
-        count, context = prompt_measure(user=app.creator or user, reference=app.model_reference)
+        # The app's model as its creator sees it (a published app may run on its creator's fine-tune).
+        count, context = prompt_measure(user=app.creator, reference=app.model_reference)
         prompt = prompts.chat_prompt(app, history=history, message=message, count_tokens=count, context=context)
     elif app.kind == StoreApp.Kind.TRANSLATOR:
         prompt = prompts.translator_prompt(
@@ -119,7 +120,6 @@ def app_run_start(*, app: StoreApp, user, session, inputs: dict) -> Run:
         )
     else:
         prompt = prompts.generator_prompt(app, inputs.get("fields") or {})
-    # The app's model is resolved as its creator sees it: a published app may run on its creator's fine-tune.
     request = generation_request_build(
         user=app.creator, reference=app.model_reference, messages=prompt.messages, params=_sampling(app, prompt)
     )

@@ -111,11 +111,10 @@ def training_file_validate(*, file_id: int) -> TrainingFile:
 
 
 def training_file_delete(*, training_file: TrainingFile) -> None:
-    if FineTuningJob.objects.filter(Q(training_file=training_file) | Q(validation_file=training_file), status__in=ACTIVE).exists():
-        raise Conflict("A running job uses this file; cancel the job or wait for it to finish.")
+    """Delete a file no job refers to (a job's files are kept as its record, finished or not)."""
     with transaction.atomic():
-        if training_file.jobs.exists() or training_file.validation_jobs.exists():
-            raise Conflict("Jobs still refer to this file; it is kept as their record.")
+        if FineTuningJob.objects.filter(Q(training_file=training_file) | Q(validation_file=training_file)).exists():
+            raise Conflict("Jobs refer to this file; it is kept as their record.")
         path = training_file.file.path
         training_file.delete()
         transaction.on_commit(lambda: Path(path).unlink(missing_ok=True))

@@ -5,7 +5,6 @@ import json
 
 import openai
 import pytest
-from django.conf import settings
 
 from apps.accounts.services import api_key_create
 from apps.tuning.models import FineTuningJob

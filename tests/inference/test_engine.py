@@ -1,7 +1,6 @@
 """The local engine on a tiny random model with the real SmolLM2 tokenizer."""
 
 import threading
-import time
 
 import pytest
 import torch

@@ -6,7 +6,6 @@ import time
 
 import psutil
 import pytest
-from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from apps.inference import services as inference

@@ -86,7 +86,7 @@ class PrintReporter:
         return False
 
 
-def _dataset(path: str, method: str, tokenizer, max_length: int):
+def _dataset(path: str, method: str):
     from datasets import Dataset
 
     report = validate_file(Path(path), expected="text" if method == "pretrain" else None, min_examples=1)
@@ -111,8 +111,8 @@ def run_training(config: TrainConfig, reporter: Reporter | None = None) -> Train
     cuda = torch.cuda.is_available()
     tokenizer = AutoTokenizer.from_pretrained(config.base_model)
     model = AutoModelForCausalLM.from_pretrained(config.base_model, dtype=torch.float32, use_safetensors=True)
-    train = _dataset(config.train_file, config.method, tokenizer, config.max_length)
-    validation = _dataset(config.validation_file, config.method, tokenizer, config.max_length) if config.validation_file else None
+    train = _dataset(config.train_file, config.method)
+    validation = _dataset(config.validation_file, config.method) if config.validation_file else None
     resume = last_checkpoint(config.work_dir)
 
     args = SFTConfig(
