@@ -239,6 +239,8 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # One error shape for both faces of the API: {"error": {"message", "type", "param", "code"}}.
+    "EXCEPTION_HANDLER": "apps.api.errors.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "GPT Store API",
@@ -248,6 +250,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "AppVisibilityEnum": "apps.catalog.models.StoreApp.Visibility",
+        "ModelVisibilityEnum": "apps.registry.models.RegisteredModel.Visibility",
+    },
 }
 
 LOGGING = {

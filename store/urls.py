@@ -9,6 +9,7 @@ urlpatterns = [
     path("accounts/", include("apps.accounts.urls")),
     path("models/", include("apps.registry.urls")),
     path("customize/", include("apps.tuning.urls")),
+    path("api/v1/", include("apps.api.urls")),
     path("v1/", include("apps.api.urls_openai")),
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema", permission_classes=[AllowAny]), name="api-docs"),
@@ -16,3 +17,5 @@ urlpatterns = [
 ]
 
 urlpatterns += [path("i18n/", include("django.conf.urls.i18n"))]
+
+handler404 = "apps.core.views.page_not_found"

@@ -1,4 +1,4 @@
-"""OpenAI's error shape for /v1: {"error": {"message", "type", "param", "code"}}, with OpenAI's statuses."""
+"""One error shape for /v1 and /api/v1, OpenAI's: {"error": {"message", "type", "param", "code"}}, with its statuses."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def _first_validation_error(detail, path: str = "") -> tuple[str | None, str]:
     return path or None, str(detail)
 
 
-def openai_exception_handler(exc, context):
+def api_exception_handler(exc, context):
     if isinstance(exc, exceptions.ValidationError):
         param, message = _first_validation_error(exc.detail)
         return openai_error(400, f"{param}: {message}" if param else message, param=param, code="invalid_value")

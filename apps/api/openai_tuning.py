@@ -11,6 +11,7 @@ from apps.api.openai_views import OpenAIView
 from apps.core.errors import InvalidRequest, NotFound
 from apps.tuning import services
 from apps.tuning.models import FineTuningJob, JobEvent, JobMetric, TrainingFile
+from apps.tuning.selectors import finetune_job_get, training_file_get
 
 METHOD_TYPES = {"supervised": "lora", "lora": "lora", "full": "full", "pretrain": "pretrain"}
 
@@ -74,17 +75,11 @@ def _by_hex_id(queryset, prefix: str):
 
 
 def _file(request, file_id) -> TrainingFile:
-    f = TrainingFile.objects.filter(owner=request.user, public_id=file_id).first()
-    if f is None:
-        raise NotFound(f"No such File object: {file_id}", code="file_not_found")
-    return f
+    return training_file_get(user=request.user, public_id=file_id)
 
 
 def _job(request, job_id) -> FineTuningJob:
-    job = FineTuningJob.objects.filter(owner=request.user, public_id=job_id).select_related("training_file", "validation_file").first()
-    if job is None:
-        raise NotFound(f"No such fine-tuning job: {job_id}", code="job_not_found")
-    return job
+    return finetune_job_get(user=request.user, public_id=job_id)
 
 
 class FileUploadSerializer(serializers.Serializer):

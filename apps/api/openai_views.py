@@ -18,7 +18,6 @@ from rest_framework.views import APIView
 
 from apps.accounts.limits import quotas_for, request_take, tokens_add
 from apps.api.authentication import BearerAPIKeyAuthentication
-from apps.api.errors import openai_exception_handler
 from apps.api.schema import OpenAISchema
 from apps.core.streaming import sse_event, sse_response
 from apps.api.openai_serializers import ChatCompletionSerializer, CompletionSerializer
@@ -33,9 +32,6 @@ class OpenAIView(APIView):
     permission_classes = [IsAuthenticated]
     schema = OpenAISchema()
     request_serializer = None  # the body a POST takes (for the OpenAPI schema)
-
-    def get_exception_handler(self):
-        return openai_exception_handler
 
 
 def model_object(model) -> dict:

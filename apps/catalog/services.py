@@ -168,6 +168,13 @@ def review_save(*, app: StoreApp, user, rating: int, text: str) -> Review:
 
 
 @transaction.atomic
+def review_delete(*, app: StoreApp, user) -> None:
+    deleted, _ = Review.objects.filter(app=app, user=user).delete()
+    if not deleted:
+        raise NotFound("You have not reviewed this app.", code="review_not_found")
+
+
+@transaction.atomic
 def report_create(*, app: StoreApp, user, reason: str, details: str = "") -> Report:
     if reason not in Report.Reason.values:
         raise InvalidRequest("Choose a reason.", param="reason")

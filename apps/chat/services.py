@@ -34,6 +34,7 @@ class Run:
     user: object
     stream: object
     conversation: Conversation | None = None
+    api_key: object = None  # the key of an API call, for usage per key
     trimmed_turns: int = 0
     meta: dict = field(default_factory=dict)
 
@@ -106,7 +107,7 @@ def _chat_history(*, app, user, inputs) -> tuple[Conversation | None, list[dict]
     return conversation, history, message
 
 
-def app_run_start(*, app: StoreApp, user, session, inputs: dict) -> Run:
+def app_run_start(*, app: StoreApp, user, session, inputs: dict, api_key=None) -> Run:
     _check_trial(app=app, user=user, session=session)
     conversation = None
     if app.kind == StoreApp.Kind.CHATBOT:
@@ -126,7 +127,7 @@ def app_run_start(*, app: StoreApp, user, session, inputs: dict) -> Run:
     stream = engine_get().stream(request)
     if conversation is not None:
         Message.objects.create(conversation=conversation, role=Message.Role.USER, content=prompt.messages[-1]["content"])
-    return Run(app=app, user=user, stream=stream, conversation=conversation, trimmed_turns=prompt.trimmed_turns)
+    return Run(app=app, user=user, stream=stream, conversation=conversation, api_key=api_key, trimmed_turns=prompt.trimmed_turns)
 
 
 def run_events(run: Run) -> Iterator[dict]:
@@ -154,6 +155,7 @@ def run_events(run: Run) -> Iterator[dict]:
             app=run.app,
             model=result.model,
             user=run.user if run.user.is_authenticated else None,
+            api_key=run.api_key,
             conversation=run.conversation,
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,

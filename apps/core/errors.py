@@ -22,6 +22,13 @@ class InvalidRequest(StoreError):
     pass
 
 
+class Forbidden(StoreError):
+    """The caller may see the object but not change it (another user's object is a NotFound instead)."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(StoreError):
     status = 404
     code = "not_found"

@@ -19,3 +19,14 @@ def terms(request):
 
 def privacy(request):
     return render(request, "core/privacy.html")
+
+
+def page_not_found(request, exception):
+    """The API's error shape under /api/ and /v1/ (programs read it), the store's page everywhere else."""
+    from django.views.defaults import page_not_found as html_page_not_found
+
+    if request.path.startswith(("/api/", "/v1/")):
+        error = {"message": f"Unknown URL: {request.method} {request.path}", "type": "invalid_request_error", "param": None,
+                 "code": "unknown_url"}
+        return JsonResponse({"error": error}, status=404)
+    return html_page_not_found(request, exception)

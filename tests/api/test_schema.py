@@ -20,6 +20,12 @@ def test_schema_is_open_valid_and_covers_v1(client):
     assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     body = schema["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body["$ref"].endswith("/ChatCompletion")
+    # The native API: typed answers, cursor pages, a key or the browser's session.
+    apps = schema["paths"]["/api/v1/apps/"]["get"]
+    assert apps["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/PaginatedAppList")
+    assert {"q", "category", "kind", "mine", "cursor", "limit"} <= {p["name"] for p in apps["parameters"]}
+    assert apps["security"] == [{"bearer": []}, {"cookieAuth": []}]
+    assert "instructions" in schema["components"]["schemas"]["App"]["properties"]
     validate_schema(SchemaGenerator().get_schema(request=None, public=True))  # OpenAPI 3 schema validation
 
 

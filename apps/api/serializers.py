@@ -1,0 +1,304 @@
+"""Input and output serializers of the native API (/api/v1). Input serializers only validate; the views pass
+what they validated to a service. Output serializers only shape rows; they never write."""
+
+from __future__ import annotations
+
+from django.db.models import Avg, Count
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from apps.catalog.models import AppVersion, Category, Report, Review, StoreApp
+from apps.chat.models import AppRun, Conversation, Message
+from apps.registry.models import ModelAlias, ModelAliasMove, ModelVersion, RegisteredModel
+from apps.tuning.models import FineTuningJob, JobEvent, JobMetric, TrainingFile
+
+
+# --- Catalog ------------------------------------------------------------------------------------------------
+class CategorySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Category
+        fields = ["slug", "name", "description"]
+
+
+class AppSerializer(serializers.ModelSerializer):
+    model_id = serializers.SerializerMethodField(help_text="The id that /v1 takes as `model`.")
+    category = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    creator = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    model = serializers.CharField(source="model_reference")
+    instructions = serializers.SerializerMethodField(help_text="The app's system prompt: its creator alone sees it.")
+    prompt_template = serializers.SerializerMethodField(help_text="Generator apps; its creator alone sees it.")
+    rating = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = StoreApp
+        fields = [
+            "slug", "model_id", "name", "short_description", "description", "kind", "category", "creator", "visibility",
+            "is_builtin", "is_featured", "instructions", "prompt_template", "input_fields", "conversation_starters", "model",
+            "temperature", "top_p", "max_tokens", "repetition_penalty", "rating", "published_at", "created_at", "updated_at",
+            "url",
+        ]
+
+    def _is_owner(self, app) -> bool:
+        user = self.context["request"].user
+        return app.creator_id is not None and app.creator_id == user.pk
+
+    def get_model_id(self, app) -> str:
+        return f"app:{app.slug}"
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_instructions(self, app):
+        return app.instructions if self._is_owner(app) else None
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_prompt_template(self, app):
+        return app.prompt_template if self._is_owner(app) else None
+
+    @extend_schema_field({"type": "object", "properties": {"average": {"type": "number", "nullable": True},
+                                                           "count": {"type": "integer"}}})
+    def get_rating(self, app):
+        if hasattr(app, "review_count"):  # annotated by the catalog selectors
+            average, count = app.rating, app.review_count
+        else:
+            found = app.reviews.aggregate(average=Avg("rating"), count=Count("id"))
+            average, count = found["average"], found["count"]
+        return {"average": round(average, 2) if average is not None else None, "count": count}
+
+    def get_url(self, app) -> str:
+        return self.context["request"].build_absolute_uri(app.get_absolute_url())
+
+
+class AppInputSerializer(serializers.ModelSerializer):
+    """Create (every required field) or update (PATCH: any of them). Visibility changes through `publish`."""
+
+    category = serializers.SlugRelatedField(slug_field="slug", queryset=Category.objects.all(), required=False, allow_null=True)
+    # Translators are built in (their form is special); users build chatbots and generators, as in the builder.
+    kind = serializers.ChoiceField(choices=[StoreApp.Kind.CHATBOT, StoreApp.Kind.GENERATOR], required=False)
+    model = serializers.CharField(source="model_reference", max_length=300, required=False,
+                                  help_text="A model reference: `<id>`, `<id>@<alias>` or `<id>@v<N>`.")
+    conversation_starters = serializers.ListField(child=serializers.CharField(max_length=200), max_length=6, required=False)
+
+    class Meta:
+        model = StoreApp
+        fields = [
+            "name", "short_description", "description", "kind", "category", "instructions", "prompt_template",
+            "conversation_starters", "model", "temperature", "top_p", "max_tokens", "repetition_penalty",
+        ]
+
+
+class PublishSerializer(serializers.Serializer):
+    visibility = serializers.ChoiceField(choices=StoreApp.Visibility.choices)
+
+
+class AppVersionSerializer(serializers.ModelSerializer):
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = AppVersion
+        fields = ["number", "settings", "created_by", "created_at"]
+
+
+class ReviewSerializer(serializers.ModelSerializer):
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    app = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+
+    class Meta:
+        model = Review
+        fields = ["id", "app", "user", "rating", "text", "created_at", "updated_at"]
+
+
+class ReviewInputSerializer(serializers.Serializer):
+    rating = serializers.IntegerField(min_value=1, max_value=5)
+    text = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+
+
+class ReportInputSerializer(serializers.Serializer):
+    reason = serializers.ChoiceField(choices=Report.Reason.choices)
+    details = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+
+
+# --- Runs and conversations ---------------------------------------------------------------------------------
+class AppRunInputSerializer(serializers.Serializer):
+    """The app's inputs, by kind: a chatbot's `message` (and `conversation` to go on with one), a generator's
+    `fields`, a translator's `text`, `source` and `target`."""
+
+    message = serializers.CharField(required=False, allow_blank=True, max_length=20000)
+    conversation = serializers.IntegerField(required=False, allow_null=True)
+    regenerate = serializers.BooleanField(required=False, default=False)
+    fields = serializers.DictField(child=serializers.CharField(allow_blank=True, max_length=20000), required=False)
+    text = serializers.CharField(required=False, allow_blank=True, max_length=20000)
+    source = serializers.CharField(required=False, allow_blank=True, max_length=40)
+    target = serializers.CharField(required=False, allow_blank=True, max_length=40)
+    stream = serializers.BooleanField(required=False, default=False, help_text="Server-sent events instead of one JSON answer.")
+
+
+class AppRunResultSerializer(serializers.Serializer):
+    app = serializers.CharField()
+    text = serializers.CharField()
+    finish_reason = serializers.CharField()
+    conversation = serializers.IntegerField(allow_null=True)
+    notice = serializers.CharField(allow_null=True)
+    usage = serializers.DictField(child=serializers.IntegerField())
+
+
+class AppRunSerializer(serializers.ModelSerializer):
+    app = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    api_key = serializers.SlugRelatedField(slug_field="name", read_only=True)
+
+    class Meta:
+        model = AppRun
+        fields = ["id", "app", "model", "api_key", "conversation", "prompt_tokens", "completion_tokens", "finish_reason", "created_at"]
+
+
+class ConversationSerializer(serializers.ModelSerializer):
+    app = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+
+    class Meta:
+        model = Conversation
+        fields = ["id", "app", "title", "created_at", "updated_at"]
+
+
+class ConversationInputSerializer(serializers.Serializer):
+    title = serializers.CharField(max_length=120)
+
+
+class ConversationMessageSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Message
+        fields = ["id", "role", "content", "finish_reason", "created_at"]
+
+
+# --- Customization ------------------------------------------------------------------------------------------
+class TrainingFileSerializer(serializers.ModelSerializer):
+    id = serializers.CharField(source="public_id")
+
+    class Meta:
+        model = TrainingFile
+        fields = ["id", "filename", "purpose", "bytes", "format", "status", "problems", "example_count", "token_count",
+                  "preview", "created_at"]
+
+
+class TrainingFileInputSerializer(serializers.Serializer):
+    file = serializers.FileField()
+
+
+class JobSerializer(serializers.ModelSerializer):
+    id = serializers.CharField(source="public_id")
+    model = serializers.CharField(source="base_reference")
+    training_file = serializers.SlugRelatedField(slug_field="public_id", read_only=True)
+    validation_file = serializers.SlugRelatedField(slug_field="public_id", read_only=True)
+    fine_tuned_model = serializers.CharField(allow_null=True)
+    progress = serializers.FloatField()
+    error = serializers.SerializerMethodField()
+
+    class Meta:
+        model = FineTuningJob
+        fields = [
+            "id", "status", "model", "method", "training_file", "validation_file", "hyperparameters", "suffix", "seed",
+            "estimate", "step", "total_steps", "progress", "trained_tokens", "last_checkpoint_step", "val_loss_before",
+            "val_loss_after", "attempts", "cancel_requested", "fine_tuned_model", "error", "created_at", "started_at",
+            "finished_at",
+        ]
+
+    @extend_schema_field({"type": "object", "nullable": True,
+                          "properties": {"code": {"type": "string"}, "message": {"type": "string"}}})
+    def get_error(self, job):
+        return {"code": job.error_code, "message": job.error_message} if job.error_code else None
+
+    def to_representation(self, job):
+        data = super().to_representation(job)
+        data["fine_tuned_model"] = job.fine_tuned_model or None
+        return data
+
+
+class JobInputSerializer(serializers.Serializer):
+    model = serializers.CharField(max_length=300, default="smollm2-135m-instruct", help_text="The base: a model reference.")
+    training_file = serializers.CharField(max_length=40)
+    validation_file = serializers.CharField(max_length=40, required=False, allow_null=True)
+    method = serializers.ChoiceField(choices=FineTuningJob.Method.choices, default=FineTuningJob.Method.LORA)
+    hyperparameters = serializers.DictField(required=False, help_text="n_epochs, batch_size, learning_rate_multiplier, "
+                                            "lora_rank, lora_alpha: numbers or 'auto'.")
+    suffix = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
+    seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**31 - 1)
+
+
+class JobEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = JobEvent
+        fields = ["id", "level", "message", "data", "created_at"]
+
+
+class JobMetricSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = JobMetric
+        fields = ["step", "train_loss", "val_loss", "learning_rate", "tokens_per_second", "created_at"]
+
+
+# --- Registry -----------------------------------------------------------------------------------------------
+class RegisteredModelSerializer(serializers.ModelSerializer):
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    aliases = serializers.SerializerMethodField()
+
+    class Meta:
+        model = RegisteredModel
+        fields = ["name", "owner", "visibility", "description", "aliases", "created_at", "updated_at"]
+
+    @extend_schema_field({"type": "object", "additionalProperties": {"type": "integer"}})
+    def get_aliases(self, model) -> dict:
+        return {alias.name: alias.version.number for alias in model.aliases.all()}
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="registered_model.name")
+    reference = serializers.CharField()
+    base = serializers.SerializerMethodField(help_text="Lineage: the version this one was trained from.")
+    aliases = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
+
+    class Meta:
+        model = ModelVersion
+        fields = ["model", "number", "reference", "status", "kind", "base", "aliases", "size_bytes", "checksums", "metrics",
+                  "source", "created_by_job", "created_at"]
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_base(self, version):
+        return version.base_version.reference if version.base_version_id else None
+
+
+class ModelAliasSerializer(serializers.ModelSerializer):
+    version = serializers.IntegerField(source="version.number")
+
+    class Meta:
+        model = ModelAlias
+        fields = ["name", "version", "updated_at"]
+
+
+class ModelAliasInputSerializer(serializers.Serializer):
+    version = serializers.IntegerField(min_value=1, help_text="The version number the alias will point at.")
+
+
+class ModelAliasMoveSerializer(serializers.ModelSerializer):
+    from_version = serializers.IntegerField(source="from_version.number", allow_null=True)
+    to_version = serializers.IntegerField(source="to_version.number")
+    moved_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = ModelAliasMove
+        fields = ["id", "alias", "from_version", "to_version", "moved_by", "moved_at"]
+
+
+# --- Account ------------------------------------------------------------------------------------------------
+class UsageRowSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    requests = serializers.IntegerField()
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+
+
+class UsageSerializer(serializers.Serializer):
+    days = serializers.IntegerField()
+    requests = serializers.IntegerField()
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    by_app_or_model = UsageRowSerializer(many=True)
+    by_key = UsageRowSerializer(many=True)
