@@ -33,11 +33,15 @@ def post(client, url, body, key):
 
 @pytest.mark.django_db(transaction=True)
 def test_official_client_against_the_live_store(tiny_hf_dir, tmp_path):
+    from apps.catalog.services import store_seed
+    from apps.chat.models import AppRun
+
     model_version_register(name=settings.BASE_MODEL_ID, source_dir=tiny_hf_dir)
+    store_seed()
     _, key = api_key_create(user=UserFactory(), name="client")
     with store_server(log_path=tmp_path / "store.log", INFERENCE_DTYPE="float32") as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=key)
-        assert [m.id for m in client.models.list()] == ["smollm2-135m-instruct"]
+        assert [m.id for m in client.models.list()] == ["smollm2-135m-instruct", "app:chatbot", "app:text-generator", "app:translator"]
         assert client.models.retrieve("smollm2-135m-instruct").owned_by == "system"
 
         messages = [{"role": "user", "content": "Say something."}]
@@ -66,6 +70,14 @@ def test_official_client_against_the_live_store(tiny_hf_dir, tmp_path):
 
         two = client.chat.completions.create(model="smollm2-135m-instruct@v1", messages=messages, max_tokens=6, n=2, temperature=1, seed=4)
         assert [c.index for c in two.choices] == [0, 1] and two.usage.completion_tokens == 12
+
+        translated = client.chat.completions.create(model="app:translator", messages=[{"role": "user", "content": "Good morning"}],
+                                                    max_tokens=4, extra_body={"target_language": "German"})
+        assert translated.model == "app:translator" and 0 < translated.usage.completion_tokens <= 4
+        assert AppRun.objects.filter(app__slug="translator", api_key__name="client").count() == 1
+        with pytest.raises(openai.BadRequestError) as err:
+            client.chat.completions.create(model="app:translator", messages=messages, extra_body={"target_language": "Klingon"})
+        assert err.value.param == "target_language"
 
         completion = client.completions.create(model="smollm2-135m-instruct", prompt="Once upon a time", max_tokens=5, temperature=0)
         assert completion.object == "text_completion" and completion.usage.completion_tokens == 5
