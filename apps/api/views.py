@@ -8,6 +8,8 @@ see, and another user's object is a 404. Errors have one shape, `{"error": {"mes
 from __future__ import annotations
 
 from django.http import FileResponse
+from django.db.models import Avg, Count, F, IntegerField
+from django.db.models.functions import Cast
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
@@ -91,10 +93,16 @@ class AppViewSet(StoreAPIMixin, viewsets.GenericViewSet):
     def list(self, request):
         params = request.query_params
         if _bool(params.get("mine")):
-            apps, ordering = catalog_selectors.app_list_owned(user=request.user), ("-updated_at", "-id")
+            apps = catalog_selectors.app_list_owned(user=request.user).annotate(
+                rating=Avg("reviews__rating"), review_count=Count("reviews", distinct=True))
+            ordering = ("-updated_at", "-id")
         elif params.get("q", "").strip():
-            apps = catalog_selectors.app_search(query=params["q"])
-            ordering = ("-rank", "-id") if "rank" in apps.query.annotations else ("-published_at", "-id")
+            apps, ordering = catalog_selectors.app_search(query=params["q"]), ("-published_at", "-id")
+            if "rank" in apps.query.annotations:
+                # The cursor holds the position as text; a float4 rank read back from text no longer equals
+                # itself, and pages would repeat. An integer key compares exactly.
+                apps = apps.annotate(relevance=Cast(F("rank") * 1_000_000, IntegerField()))
+                ordering = ("-relevance", "-id")
         else:
             apps, ordering = catalog_selectors.app_catalog(), ("-published_at", "-id")
         if params.get("category"):

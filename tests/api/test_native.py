@@ -139,7 +139,7 @@ def test_cursor_pagination_walks_every_app_once(api, store, user):
     for i in range(23):
         make_app(user, name=f"App {i:02d}")
     seen, url, pages = [], "/api/v1/apps/?limit=10", 0
-    while url:
+    while url and pages < 5:
         page = api.get(url).json()
         assert set(page) == {"next", "previous", "results"} and len(page["results"]) <= 10
         seen += [a["slug"] for a in page["results"]]
@@ -147,6 +147,26 @@ def test_cursor_pagination_walks_every_app_once(api, store, user):
     assert pages == 3 and len(seen) == len(set(seen)) == 26  # 23 apps and the 3 built-in ones
     assert len(api.get("/api/v1/apps/?limit=500").json()["results"]) == 26  # capped at 100, all fit
     assert error(api.get("/api/v1/apps/?cursor=garbage"), 404)["message"] == "Invalid cursor"
+
+
+def test_search_results_page_by_relevance(api, store, user, django_assert_max_num_queries):
+    for i in range(12):
+        make_app(user, name=f"Garden {i:02d}" if i % 2 else f"Helper {i:02d}", short_description=f"Tends the garden, tip {i}")
+    seen, url = [], "/api/v1/apps/?q=garden&limit=5"
+    for _ in range(4):  # bounded: a cursor that repeats pages must fail, not loop
+        with django_assert_max_num_queries(8):  # a page is a few queries, not one per app
+            page = api.get(url).json()
+        seen += [a["slug"] for a in page["results"]]
+        url = page["next"]
+        if url is None:
+            break
+    assert url is None and len(seen) == len(set(seen)) == 12
+    from django.db import connection
+
+    if connection.vendor == "postgresql":  # ranked: a name match (weight A) before a description match (B)
+        assert all(slug.startswith("garden") for slug in seen[:6]) and all(slug.startswith("helper") for slug in seen[6:])
+    mine = api.get("/api/v1/apps/?mine=true&limit=100")
+    assert len(mine.json()["results"]) == 12
 
 
 def test_run_apps_chat_with_history_and_stream(api, store, user, settings):
