@@ -79,6 +79,17 @@ def test_official_client_against_the_live_store(tiny_hf_dir, tmp_path):
             client.chat.completions.create(model="app:translator", messages=messages, extra_body={"target_language": "Klingon"})
         assert err.value.param == "target_language"
 
+        # The native API streams an app's answer through the same ASGI server.
+        import urllib.request
+
+        run = urllib.request.Request(f"{url}/api/v1/apps/chatbot/runs/", method="POST",
+                                     data=json.dumps({"message": "Say something.", "stream": True}).encode(),
+                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(run, timeout=60) as response:
+            assert response.headers["Content-Type"].startswith("text/event-stream")
+            events = [json.loads(line[6:]) for line in response.read().decode().splitlines() if line.startswith("data: ")]
+        assert any(e.get("delta") for e in events) and events[-1]["done"] and events[-1]["conversation"]
+
         completion = client.completions.create(model="smollm2-135m-instruct", prompt="Once upon a time", max_tokens=5, temperature=0)
         assert completion.object == "text_completion" and completion.usage.completion_tokens == 5
         assert completion.choices[0].text
