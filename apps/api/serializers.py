@@ -3,6 +3,7 @@ what they validated to a service. Output serializers only shape rows; they never
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db.models import Avg, Count
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -213,7 +214,8 @@ class JobSerializer(serializers.ModelSerializer):
 
 
 class JobInputSerializer(serializers.Serializer):
-    model = serializers.CharField(max_length=300, default="smollm2-135m-instruct", help_text="The base: a model reference.")
+    model = serializers.CharField(max_length=300, default=lambda: settings.BASE_MODEL_ID,
+                                  help_text="The base: a model reference (the store's base model by default).")
     training_file = serializers.CharField(max_length=40)
     validation_file = serializers.CharField(max_length=40, required=False, allow_null=True)
     method = serializers.ChoiceField(choices=FineTuningJob.Method.choices, default=FineTuningJob.Method.LORA)

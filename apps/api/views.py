@@ -502,5 +502,5 @@ class MeView(StoreAPIMixin, APIView):
     def get(self, request):
         user = request.user
         return Response({"username": user.username, "email": user.email, "date_joined": user.date_joined,
-                         "key": request.auth.name if request.auth is not None and hasattr(request.auth, "name") else None})
+                         "key": getattr(request.auth, "name", None)})  # None for a browser session
 
