@@ -31,8 +31,7 @@ from apps.catalog.models import AppVersion, Category, Review, StoreApp, VERSIONE
 from apps.chat import services as chat_services
 from apps.chat.models import AppRun, Conversation
 from apps.core.errors import Forbidden, InvalidRequest, NotFound
-from apps.core.streaming import sse_event, sse_response
-from apps.inference.types import InferenceError
+from apps.core.streaming import sse_events, sse_response
 from apps.registry import selectors as registry_selectors
 from apps.registry import services as registry_services
 from apps.registry.models import ModelAlias, ModelAliasMove, ModelVersion, RegisteredModel
@@ -221,14 +220,7 @@ class AppViewSet(StoreAPIMixin, viewsets.GenericViewSet):
                 yield event
 
         if stream:
-            def sse():
-                try:
-                    for event in events():
-                        yield sse_event(event)
-                except InferenceError as exc:
-                    yield sse_event({"error": {"message": exc.message, "type": "server_error", "param": exc.param, "code": exc.code}})
-
-            response = sse_response(request, sse)
+            response = sse_response(request, lambda: sse_events(events()))
         else:
             text, notice, done = [], None, {}
             for event in events():

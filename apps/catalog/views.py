@@ -17,7 +17,7 @@ from apps.catalog.models import Category, StoreApp
 from apps.chat.models import Conversation
 from apps.chat.services import app_run_start, run_events
 from apps.core.errors import NotFound, StoreError
-from apps.core.streaming import sse_event, sse_response
+from apps.core.streaming import sse_events, sse_response
 from apps.registry.selectors import registered_model_list
 
 PAGE_SIZE = 12
@@ -119,14 +119,7 @@ def _stream_run(request, find_app):
     except InferenceError as exc:
         return JsonResponse({"error": {"message": exc.message, "code": exc.code, "param": exc.param}}, status=exc.status)
 
-    def events():
-        try:
-            for event in run_events(run):
-                yield sse_event(event)
-        except InferenceError as exc:
-            yield sse_event({"error": {"message": exc.message, "code": exc.code}})
-
-    return sse_response(request, events)
+    return sse_response(request, lambda: sse_events(run_events(run)))
 
 
 @require_POST

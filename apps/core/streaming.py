@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 
 from django.db import connections
 from django.http import StreamingHttpResponse
@@ -65,6 +65,17 @@ def threaded_aiter(make_iterable: Callable[[], Iterable]) -> AsyncIterator:
 
 def sse_event(payload) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+def sse_events(events: Iterable[dict]) -> Iterator[str]:
+    """Each event as SSE. A generation that fails once the 200 is sent ends the stream with an error event."""
+    from apps.inference.types import InferenceError
+
+    try:
+        for event in events:
+            yield sse_event(event)
+    except InferenceError as exc:
+        yield sse_event({"error": {"message": exc.message, "type": "server_error", "param": exc.param, "code": exc.code}})
 
 
 def sse_response(request, make_iterable: Callable[[], Iterable[str]]) -> StreamingHttpResponse:
