@@ -18,11 +18,11 @@ from rest_framework.views import APIView
 
 from apps.accounts.limits import quotas_for, request_take, tokens_add
 from apps.api.authentication import BearerAPIKeyAuthentication
-from apps.api.schema import OpenAISchema
-from apps.core.streaming import sse_event, sse_response
 from apps.api.openai_serializers import ChatCompletionSerializer, CompletionSerializer
-from apps.inference.services import generation_request_build, engine_get
+from apps.api.schema import OpenAISchema
 from apps.core.errors import InvalidRequest
+from apps.core.streaming import sse_event, sse_response
+from apps.inference.services import engine_get, generation_request_build
 from apps.inference.types import GenerationResult, InferenceError
 from apps.registry.selectors import registered_model_get, registered_model_list
 

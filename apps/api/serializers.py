@@ -11,7 +11,12 @@ from rest_framework import serializers
 
 from apps.catalog.models import AppVersion, Category, Report, Review, StoreApp
 from apps.chat.models import AppRun, Conversation, Message
-from apps.registry.models import ModelAlias, ModelAliasMove, ModelVersion, RegisteredModel
+from apps.registry.models import (
+    ModelAlias,
+    ModelAliasMove,
+    ModelVersion,
+    RegisteredModel,
+)
 from apps.tuning.models import FineTuningJob, JobEvent, JobMetric, TrainingFile
 
 

@@ -1,0 +1,201 @@
+"""/api/v1: Apps in the store, their versions, reviews, reports and runs; categories."""
+
+from __future__ import annotations
+
+from django.db.models import Avg, Count, F, IntegerField
+from django.db.models.functions import Cast
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from apps.accounts.limits import quotas_for, request_take, tokens_add
+from apps.api import serializers as s
+from apps.api.native.base import StoreAPIMixin, bool_param
+from apps.catalog import selectors as catalog_selectors
+from apps.catalog import services as catalog_services
+from apps.catalog.models import VERSIONED_FIELDS, AppVersion, Category, Review, StoreApp
+from apps.chat import services as chat_services
+from apps.core.errors import InvalidRequest
+from apps.core.streaming import sse_events, sse_response
+
+APP_FILTERS = [
+    OpenApiParameter("q", str, description="Search words (name, descriptions, category), ranked by relevance."),
+    OpenApiParameter("category", str, description="A category slug."),
+    OpenApiParameter("kind", str, enum=StoreApp.Kind.values),
+    OpenApiParameter("featured", bool),
+    OpenApiParameter("creator", str, description="A creator's username."),
+    OpenApiParameter("mine", bool, description="The caller's own apps, drafts and private ones included."),
+]
+
+
+class AppViewSet(StoreAPIMixin, viewsets.GenericViewSet):
+    """Apps in the store. Anyone logged in reads the catalog and link-shared apps; creators change their own."""
+
+    serializer_class = s.AppSerializer
+    lookup_field = "slug"
+    lookup_value_regex = "[-a-zA-Z0-9_]+"
+
+    def get_queryset(self):  # for the schema; every action below goes through a scoped selector
+        return StoreApp.objects.none()
+
+    def _owned(self, slug) -> StoreApp:
+        return catalog_selectors.app_get_owned(slug=slug, user=self.request.user)
+
+    def _visible(self, slug) -> StoreApp:
+        return catalog_selectors.app_get(slug=slug, user=self.request.user)
+
+    def _app_response(self, app, code=status.HTTP_200_OK):
+        return Response(s.AppSerializer(app, context=self.get_serializer_context()).data, status=code)
+
+    @extend_schema(parameters=APP_FILTERS)
+    def list(self, request):
+        params = request.query_params
+        if bool_param(params.get("mine")):
+            apps = catalog_selectors.app_list_owned(user=request.user).annotate(
+                rating=Avg("reviews__rating"), review_count=Count("reviews", distinct=True))
+            ordering = ("-updated_at", "-id")
+        elif params.get("q", "").strip():
+            apps, ordering = catalog_selectors.app_search(query=params["q"]), ("-published_at", "-id")
+            if "rank" in apps.query.annotations:
+                # The cursor holds the position as text; a float4 rank read back from text no longer equals
+                # itself, and pages would repeat. An integer key compares exactly.
+                apps = apps.annotate(relevance=Cast(F("rank") * 1_000_000, IntegerField()))
+                ordering = ("-relevance", "-id")
+        else:
+            apps, ordering = catalog_selectors.app_catalog(), ("-published_at", "-id")
+        if params.get("category"):
+            apps = apps.filter(category__slug=params["category"])
+        if params.get("kind"):
+            if params["kind"] not in StoreApp.Kind.values:
+                raise InvalidRequest(f"kind is one of: {', '.join(StoreApp.Kind.values)}.", param="kind")
+            apps = apps.filter(kind=params["kind"])
+        if bool_param(params.get("featured")):
+            apps = apps.filter(is_featured=True)
+        if params.get("creator"):
+            apps = apps.filter(creator__username=params["creator"])
+        return self.paged(apps, s.AppSerializer, ordering=ordering)
+
+    def retrieve(self, request, slug):
+        return self._app_response(self._visible(slug))
+
+    @extend_schema(request=s.AppInputSerializer, responses={201: s.AppSerializer})
+    def create(self, request):
+        serializer = s.AppInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = {"kind": StoreApp.Kind.CHATBOT, **serializer.validated_data}
+        return self._app_response(catalog_services.app_create(user=request.user, data=data), status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.AppInputSerializer, responses=s.AppSerializer)
+    def partial_update(self, request, slug):
+        app = self._owned(slug)
+        serializer = s.AppInputSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        # The service takes the whole app: what the request leaves out keeps its value.
+        current = {f: getattr(app, f) for f in VERSIONED_FIELDS if f not in ("visibility", "input_fields")}
+        data = current | {"category": app.category} | serializer.validated_data
+        return self._app_response(catalog_services.app_update(app=app, user=request.user, data=data))
+
+    def destroy(self, request, slug):
+        catalog_services.app_delete(app=self._owned(slug), user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=s.PublishSerializer, responses=s.AppSerializer)
+    @action(detail=True, methods=["post"])
+    def publish(self, request, slug):
+        app = self._owned(slug)
+        serializer = s.PublishSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return self._app_response(catalog_services.app_publish(app=app, user=request.user, **serializer.validated_data))
+
+    @extend_schema(request=None, responses={201: s.AppSerializer})
+    @action(detail=True, methods=["post"])
+    def remix(self, request, slug):
+        """Copy a public app into a private draft of the caller's own."""
+        copy = catalog_services.app_remix(app=self._visible(slug), user=request.user)
+        return self._app_response(copy, status.HTTP_201_CREATED)
+
+    @extend_schema(responses=s.AppVersionSerializer(many=True))
+    @action(detail=True, methods=["get"], serializer_class=s.AppVersionSerializer)
+    def versions(self, request, slug):
+        """The app's settings each time they were saved (its creator only)."""
+        versions = AppVersion.objects.filter(app=self._owned(slug)).select_related("created_by")
+        return self.paged(versions, s.AppVersionSerializer, ordering=("-number",))
+
+    @extend_schema(request=None, responses=s.AppSerializer)
+    @action(detail=True, methods=["post"], url_path=r"versions/(?P<number>[0-9]+)/restore")
+    def restore(self, request, slug, number):
+        app = catalog_services.app_version_restore(app=self._owned(slug), user=request.user, number=int(number))
+        return self._app_response(app)
+
+    @extend_schema(methods=["GET"], responses=s.ReviewSerializer(many=True))
+    @extend_schema(methods=["POST"], request=s.ReviewInputSerializer, responses=s.ReviewSerializer,
+                   description="Rate the app; a second review by the same user replaces the first.")
+    @extend_schema(methods=["DELETE"], request=None, responses={204: None}, description="Delete the caller's review.")
+    @action(detail=True, methods=["get", "post", "delete"], serializer_class=s.ReviewSerializer)
+    def reviews(self, request, slug):
+        app = self._visible(slug)
+        if request.method == "GET":
+            return self.paged(Review.objects.filter(app=app).select_related("user", "app"), s.ReviewSerializer,
+                              ordering=("-updated_at", "-id"))
+        if request.method == "DELETE":
+            catalog_services.review_delete(app=app, user=request.user)
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        serializer = s.ReviewInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        review = catalog_services.review_save(app=app, user=request.user, **serializer.validated_data)
+        return Response(s.ReviewSerializer(review).data)
+
+    @extend_schema(request=s.ReportInputSerializer, responses={201: inline_serializer("ReportCreated", {"id": serializers.IntegerField()})})
+    @action(detail=True, methods=["post"])
+    def report(self, request, slug):
+        """Flag the app for a moderator."""
+        app = self._visible(slug)
+        serializer = s.ReportInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        report = catalog_services.report_create(app=app, user=request.user, **serializer.validated_data)
+        return Response({"id": report.pk}, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=s.AppRunInputSerializer,
+        responses={200: s.AppRunResultSerializer, (200, "text/event-stream"): OpenApiTypes.STR},
+        description="Run the app with its inputs. With `stream: true` the answer comes as server-sent events: "
+        '`{"delta": text}` pieces, maybe a `{"notice": ...}`, then `{"done": true, "usage": ...}`.',
+    )
+    @action(detail=True, methods=["post"])
+    def runs(self, request, slug):
+        app = self._visible(slug)
+        serializer = s.AppRunInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        inputs = dict(serializer.validated_data)
+        stream = inputs.pop("stream")
+        quotas = quotas_for(user=request.user, api_key=request.auth)
+        limit_headers = request_take(quotas=quotas)  # a 429 here, before any generation, when over a limit
+        run = chat_services.app_run_start(app=app, user=request.user, session=request.session, inputs=inputs, api_key=request.auth)
+
+        def events():
+            for event in chat_services.run_events(run):
+                if event.get("done"):
+                    tokens_add(quotas=quotas, tokens=sum(event["usage"].values()))
+                yield event
+
+        if stream:
+            response = sse_response(request, lambda: sse_events(events()))
+        else:
+            text, notice, done = [], None, {}
+            for event in events():
+                text.append(event.get("delta", ""))
+                notice = event.get("notice", notice)
+                done = event if event.get("done") else done
+            response = Response({"app": app.slug, "text": "".join(text), "finish_reason": done.get("finish_reason"),
+                                 "conversation": done.get("conversation"), "notice": notice, "usage": done.get("usage")})
+        for name, value in limit_headers.items():
+            response[name] = value
+        return response
+
+
+class CategoryViewSet(StoreAPIMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    queryset = Category.objects.all()
+    serializer_class = s.CategorySerializer
+    pagination_class = None  # a handful, in the store's order
