@@ -7,14 +7,11 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 
 from apps.accounts.limits import RateLimited
-from apps.core.errors import StoreError
-from apps.inference.types import InferenceError
+from apps.core.errors import StoreError, error_body, error_body_for
 
 
 def openai_error(status: int, message: str, *, type: str | None = None, param=None, code=None) -> Response:
-    if type is None:
-        type = "server_error" if status >= 500 else "invalid_request_error"
-    return Response({"error": {"message": message, "type": type, "param": param, "code": code}}, status=status)
+    return Response(error_body(message, status=status, type=type, param=param, code=code), status=status)
 
 
 def _join(path: str, key) -> str:
@@ -67,8 +64,6 @@ def api_exception_handler(exc, context):
         for name, value in exc.headers.items():
             response[name] = value
         return response
-    if isinstance(exc, StoreError):
-        return openai_error(exc.status, exc.message, param=exc.param, code=exc.code)
-    if isinstance(exc, InferenceError):
-        return openai_error(exc.status, exc.message, param=exc.param, code=exc.code)
+    if isinstance(exc, StoreError):  # the engine's errors included
+        return Response(error_body_for(exc), status=exc.status)
     return None

@@ -1,4 +1,9 @@
-"""The project's error type: services raise these, views and the API turn them into responses."""
+"""The project's one error hierarchy. No Django here: the engine (pure Python) raises these too.
+
+Services and engines raise a `StoreError` subclass; one mapping turns it into an API error
+(`apps/api/errors.py`), one into a page's JSON or server-sent event (`error_body`), so no view builds error JSON
+itself. The body has OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
+"""
 
 from __future__ import annotations
 
@@ -37,3 +42,23 @@ class NotFound(StoreError):
 class Conflict(StoreError):
     status = 409
     code = "conflict"
+
+
+class ServerError(StoreError):
+    """Not the caller's fault: the store could not do what was asked (an engine failed, a service is down)."""
+
+    status = 500
+    type = "server_error"
+    code = "server_error"
+
+
+def error_body(message: str, *, status: int = 400, type: str | None = None, param: str | None = None,
+               code: str | None = None) -> dict:
+    """The error JSON of every face: OpenAI's shape."""
+    if type is None:
+        type = "server_error" if status >= 500 else "invalid_request_error"
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def error_body_for(exc: StoreError) -> dict:
+    return error_body(exc.message, status=exc.status, type=exc.type, param=exc.param, code=exc.code)

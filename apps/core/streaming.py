@@ -14,8 +14,11 @@ import json
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 
+from django.core.handlers.asgi import ASGIRequest
 from django.db import connections
 from django.http import StreamingHttpResponse
+
+from apps.core.errors import StoreError, error_body_for
 
 
 def threaded_aiter(make_iterable: Callable[[], Iterable]) -> AsyncIterator:
@@ -69,19 +72,15 @@ def sse_event(payload) -> str:
 
 def sse_events(events: Iterable[dict]) -> Iterator[str]:
     """Each event as SSE. A generation that fails once the 200 is sent ends the stream with an error event."""
-    from apps.inference.types import InferenceError
-
     try:
         for event in events:
             yield sse_event(event)
-    except InferenceError as exc:
-        yield sse_event({"error": {"message": exc.message, "type": "server_error", "param": exc.param, "code": exc.code}})
+    except StoreError as exc:
+        yield sse_event(error_body_for(exc))
 
 
 def sse_response(request, make_iterable: Callable[[], Iterable[str]]) -> StreamingHttpResponse:
     """A text/event-stream response over the strings `make_iterable()` yields (each a complete SSE event)."""
-    from django.core.handlers.asgi import ASGIRequest
-
     django_request = getattr(request, "_request", request)  # DRF wraps Django's request
     content = threaded_aiter(make_iterable) if isinstance(django_request, ASGIRequest) else make_iterable()
     response = StreamingHttpResponse(content, content_type="text/event-stream")

@@ -2,7 +2,9 @@ from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from django.views.defaults import page_not_found as html_page_not_found
 
+from apps.core.errors import error_body
 from apps.core.health import health_report
 
 
@@ -23,10 +25,7 @@ def privacy(request):
 
 def page_not_found(request, exception):
     """The API's error shape under /api/ and /v1/ (programs read it), the store's page everywhere else."""
-    from django.views.defaults import page_not_found as html_page_not_found
-
     if request.path.startswith(("/api/", "/v1/")):
-        error = {"message": f"Unknown URL: {request.method} {request.path}", "type": "invalid_request_error", "param": None,
-                 "code": "unknown_url"}
-        return JsonResponse({"error": error}, status=404)
+        return JsonResponse(error_body(f"Unknown URL: {request.method} {request.path}", status=404, code="unknown_url"),
+                            status=404)
     return html_page_not_found(request, exception)

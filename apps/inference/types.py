@@ -6,27 +6,30 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from apps.core.errors import ServerError
+
 FinishReason = Literal["stop", "length", "cancelled"]
 
 
-class InferenceError(Exception):
+class InferenceError(ServerError):
+    """The engine failed; its subclasses below are the caller's fault (4xx) or a busy engine (503)."""
+
     code = "inference_error"
-    status = 500
 
     def __init__(self, message: str, *, param: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.param = param
+        super().__init__(message, param=param)
 
 
 class ContextLengthExceeded(InferenceError):
     code = "context_length_exceeded"
     status = 400
+    type = "invalid_request_error"
 
 
 class InvalidSampling(InferenceError):
     code = "invalid_sampling"
     status = 400
+    type = "invalid_request_error"
 
 
 class ModelUnavailable(InferenceError):
