@@ -1,4 +1,6 @@
-"""Reads of the catalog. Every one is scoped: a private app is its creator's alone, everywhere (404 for others)."""
+"""Reads of the catalog. Every one is scoped: a private app is its creator's alone, everywhere (404 for others).
+
+One app by slug for a user: `apps.catalog.access` (`access_app`, `access_app_owned`)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,8 @@ from django.db.models import Avg, Count, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from apps.catalog.access import access_app, access_app_owned
 from apps.catalog.models import Category, StoreApp
-from apps.core.errors import NotFound
 
 TRENDING_DAYS = 7
 
@@ -28,22 +30,9 @@ def app_catalog() -> QuerySet[StoreApp]:
     )
 
 
-def app_get(*, slug: str, user) -> StoreApp:
-    """An app the user may open: listed, link-shared and published, or their own. NotFound otherwise."""
-    visible = Q(published_at__isnull=False, is_listed=True, visibility__in=[StoreApp.Visibility.PUBLIC, StoreApp.Visibility.LINK])
-    if user is not None and user.is_authenticated:
-        visible |= Q(creator=user)
-    app = StoreApp.objects.filter(visible, slug=slug).select_related("category", "creator").first()
-    if app is None:
-        raise NotFound(f"The app {slug!r} does not exist.", code="app_not_found")
-    return app
-
-
-def app_get_owned(*, slug: str, user) -> StoreApp:
-    app = StoreApp.objects.filter(slug=slug, creator=user).select_related("category").first() if user.is_authenticated else None
-    if app is None:
-        raise NotFound(f"You have no app {slug!r}.", code="app_not_found")
-    return app
+# The old names of the access helpers, until apps/chat and apps/api/openai_views ask apps.catalog.access.
+app_get = access_app
+app_get_owned = access_app_owned
 
 
 def app_search(*, query: str) -> QuerySet[StoreApp]:
@@ -133,3 +122,14 @@ def conversation_count_label(count: int) -> str:
         if count >= threshold:
             return label
     return str(count)
+
+
+def registered_model_deletion_refusal(registered_model) -> str | None:
+    """Why a registry model must stay: apps run on it (their model reference names it). The catalog registers
+    this with the registry in CatalogConfig.ready(), so the registry never imports the catalog."""
+    name = registered_model.name
+    apps_on_it = StoreApp.objects.filter(Q(model_reference=name) | Q(model_reference__startswith=f"{name}@"))
+    names = list(apps_on_it.values_list("name", flat=True)[:5])
+    if names:
+        return f"Apps run on this model ({', '.join(names)}): point them at another model first."
+    return None

@@ -2,6 +2,7 @@ import json
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Avg
 from django.http import Http404, JsonResponse
@@ -11,23 +12,27 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from apps.accounts.models import User
 from apps.catalog import selectors, services
+from apps.catalog.access import access_app, access_app_owned
 from apps.catalog.builtin import LANGUAGES
 from apps.catalog.forms import AppForm, PublishForm, ReportForm, ReviewForm
 from apps.catalog.models import Category, StoreApp
 from apps.chat.models import Conversation
 from apps.chat.services import app_run_start, run_events
-from apps.core.errors import NotFound, StoreError
+from apps.core.errors import Forbidden, NotFound, StoreError
 from apps.core.streaming import sse_events, sse_response
 from apps.registry.selectors import registered_model_list
 
 PAGE_SIZE = 12
 
 
-def _app_or_404(request, slug) -> StoreApp:
+def _page_app(access, request, slug) -> StoreApp:
+    """The app that an access helper gives the user: its NotFound is the 404 page, its Forbidden the 403 page."""
     try:
-        return selectors.app_get(slug=slug, user=request.user)
+        return access(user=request.user, slug=slug)
     except NotFound as exc:
         raise Http404(exc.message) from exc
+    except Forbidden as exc:
+        raise PermissionDenied(exc.message) from exc
 
 
 @require_GET
@@ -64,7 +69,7 @@ def _lineage(app: StoreApp, user):
 
 @require_GET
 def app_detail(request, slug):
-    app = _app_or_404(request, slug)
+    app = _page_app(access_app, request, slug)
     reviews = app.reviews.select_related("user")
     stats = StoreApp.objects.filter(pk=app.pk).aggregate(rating=Avg("reviews__rating"))
     my_review = reviews.filter(user=request.user).first() if request.user.is_authenticated else None
@@ -131,7 +136,7 @@ def app_run(request, slug):
 @login_required
 @require_POST
 def review_save(request, slug):
-    app = _app_or_404(request, slug)
+    app = _page_app(access_app, request, slug)
     form = ReviewForm(request.POST)
     if form.is_valid():
         try:
@@ -147,7 +152,7 @@ def review_save(request, slug):
 @login_required
 @require_POST
 def report(request, slug):
-    app = _app_or_404(request, slug)
+    app = _page_app(access_app, request, slug)
     form = ReportForm(request.POST)
     if form.is_valid():
         services.report_create(app=app, user=request.user, **form.cleaned_data)
@@ -160,7 +165,7 @@ def report(request, slug):
 @login_required
 @require_POST
 def remix(request, slug):
-    app = _app_or_404(request, slug)
+    app = _page_app(access_app, request, slug)
     try:
         copy = services.app_remix(app=app, user=request.user)
     except StoreError as exc:
@@ -259,17 +264,10 @@ def build_new(request):
     return render(request, "catalog/build_form.html", {"form": form, "app": None})
 
 
-def _owned_or_404(request, slug) -> StoreApp:
-    try:
-        return selectors.app_get_owned(slug=slug, user=request.user)
-    except NotFound as exc:
-        raise Http404(exc.message) from exc
-
-
 @login_required
 @require_http_methods(["GET", "POST"])
 def build_edit(request, slug):
-    app = _owned_or_404(request, slug)
+    app = _page_app(access_app_owned, request, slug)
     form = AppForm(request.POST or None, request.FILES or None, instance=app, model_choices=_model_choices(request.user))
     if request.method == "POST" and form.is_valid():
         try:
@@ -304,7 +302,7 @@ def build_preview(request, slug):
 @login_required
 @require_POST
 def build_publish(request, slug):
-    app = _owned_or_404(request, slug)
+    app = _page_app(access_app_owned, request, slug)
     form = PublishForm(request.POST)
     if form.is_valid():
         services.app_publish(app=app, user=request.user, visibility=form.cleaned_data["visibility"])
@@ -317,7 +315,7 @@ def build_publish(request, slug):
 @login_required
 @require_POST
 def build_restore(request, slug, number):
-    app = _owned_or_404(request, slug)
+    app = _page_app(access_app_owned, request, slug)
     try:
         services.app_version_restore(app=app, user=request.user, number=number)
     except StoreError as exc:
@@ -330,7 +328,7 @@ def build_restore(request, slug, number):
 @login_required
 @require_POST
 def build_delete(request, slug):
-    app = _owned_or_404(request, slug)
+    app = _page_app(access_app_owned, request, slug)
     services.app_delete(app=app, user=request.user)
     messages.info(request, _("%(name)s was deleted.") % {"name": app.name})
     return redirect("catalog:build")

@@ -103,9 +103,9 @@ def test_build_publish_and_find_an_app(api, their_api, store, user):
     assert error(their_api.get("/api/v1/apps/?kind=poem"), 400)["param"] == "kind"
     assert {c["slug"] for c in their_api.get("/api/v1/categories/").json()} == set(Category.objects.values_list("slug", flat=True))
 
-    # Others can neither change nor delete it.
-    error(their_api.patch("/api/v1/apps/haiku-maker/", {"name": "Mine now"}), 404)
-    error(their_api.delete("/api/v1/apps/haiku-maker/"), 404)
+    # Others see it now, but can neither change nor delete it: 403, not 404.
+    assert error(their_api.patch("/api/v1/apps/haiku-maker/", {"name": "Mine now"}), 403)["code"] == "not_owner"
+    assert error(their_api.delete("/api/v1/apps/haiku-maker/"), 403)["code"] == "not_owner"
     remix = their_api.post("/api/v1/apps/haiku-maker/remix/")
     assert remix.status_code == 201 and remix.json()["visibility"] == "private" and remix.json()["creator"] != user.username
     assert api.delete("/api/v1/apps/haiku-maker/").status_code == 204

@@ -235,7 +235,7 @@ def test_my_apps_lists_usage(client, store, user):
 def test_delete_app(client, store, user, other_user):
     app = make_app(user)
     client.force_login(other_user)
-    assert client.post(f"/build/{app.slug}/delete").status_code == 404
+    assert client.post(f"/build/{app.slug}/delete").status_code == 403  # a public app: seen, not theirs
     client.force_login(user)
     assert client.post(f"/build/{app.slug}/delete").status_code == 302
     assert not StoreApp.objects.filter(pk=app.pk).exists()

@@ -15,6 +15,7 @@ from apps.api import serializers as s
 from apps.api.native.base import StoreAPIMixin, bool_param
 from apps.catalog import selectors as catalog_selectors
 from apps.catalog import services as catalog_services
+from apps.catalog.access import access_app, access_app_owned
 from apps.catalog.models import VERSIONED_FIELDS, AppVersion, Category, Review, StoreApp
 from apps.chat import services as chat_services
 from apps.core.errors import InvalidRequest
@@ -41,10 +42,11 @@ class AppViewSet(StoreAPIMixin, viewsets.GenericViewSet):
         return StoreApp.objects.none()
 
     def _owned(self, slug) -> StoreApp:
-        return catalog_selectors.app_get_owned(slug=slug, user=self.request.user)
+        """For writes: 404 for an app the caller may not see, 403 for one they see but do not own."""
+        return access_app_owned(user=self.request.user, slug=slug)
 
     def _visible(self, slug) -> StoreApp:
-        return catalog_selectors.app_get(slug=slug, user=self.request.user)
+        return access_app(user=self.request.user, slug=slug)
 
     def _app_response(self, app, code=status.HTTP_200_OK):
         return Response(s.AppSerializer(app, context=self.get_serializer_context()).data, status=code)
