@@ -6,6 +6,9 @@ from apps.inference.types import Engine
 
 
 def create_engine(backend: str, **options) -> Engine:
+    # Imported here, not above, though no cycle is involved: each engine's module pulls in its heavy library
+    # (torch and transformers for the local one, the openai client for the remote one), and a process loads
+    # only the one it runs; the web tier, on the remote engine, never imports torch.
     if backend == "local":
         from apps.inference.local import LocalEngine
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import openai
+
 from apps.inference.types import (
     ContextLengthExceeded,
     GenerationRequest,
@@ -18,10 +20,8 @@ from apps.inference.types import (
 class RemoteEngine:
     def __init__(self, *, base_url: str, api_key: str = "", timeout: float = 300.0, client=None):
         if client is None:
-            from openai import OpenAI
-
             # The server may want no key (llama.cpp, vLLM by default); the client insists on some string.
-            client = OpenAI(base_url=base_url, api_key=api_key or "no-key", timeout=timeout, max_retries=1)
+            client = openai.OpenAI(base_url=base_url, api_key=api_key or "no-key", timeout=timeout, max_retries=1)
         self.client = client
 
     def _arguments(self, request: GenerationRequest) -> dict:
@@ -51,8 +51,6 @@ class RemoteEngine:
         return args
 
     def _call(self, args: dict, **more):
-        import openai
-
         endpoint = self.client.chat.completions if "messages" in args else self.client.completions
         try:
             return endpoint.create(**args, **more)

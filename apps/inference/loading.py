@@ -1,0 +1,94 @@
+"""Loading a registry folder into memory: safetensors only, a LoRA adapter merged into its base, dtype, int8.
+
+Weights load with `use_safetensors=True` and never `trust_remote_code`: a folder holding only pickled weights
+fails instead of running a pickle. `load_merged` is the store's one LoRA merge (the engine serves the merged
+model; the registry offers it as a download).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from apps.inference.quantize import quantize_for_decoding
+from apps.inference.types import InferenceError, ModelSpec, ModelUnavailable
+
+if TYPE_CHECKING:  # the scheduler holds a LoadedModel: a type-only import, no cycle at run time
+    from apps.inference.scheduler import BatchScheduler
+
+
+@dataclass
+class LoadedModel:
+    spec: ModelSpec
+    model: torch.nn.Module
+    tokenizer: object
+    eos_ids: frozenset[int]
+    context_length: int
+    nbytes: int
+    device: str
+    scheduler: BatchScheduler | None = None
+
+
+def load_weights(path: str | Path, *, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """Full weights from a folder that `from_pretrained` loads as it is."""
+    # use_safetensors=True: a folder with only pickled weights fails instead of running a pickle.
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, use_safetensors=True)
+
+
+def load_merged(base_path: str | Path, adapter_path: str | Path, *, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """A LoRA adapter applied to its base and merged: one plain model, decoding at full speed, saveable as is."""
+    return PeftModel.from_pretrained(load_weights(base_path, dtype=dtype), str(adapter_path)).merge_and_unload()
+
+
+def adapter_tokenizer_path(base_path: str | Path, adapter_path: str | Path) -> str:
+    """The tokenizer that goes with an adapter: its own when it was saved with one, else its base's."""
+    return str(adapter_path if (Path(adapter_path) / "tokenizer_config.json").exists() else base_path)
+
+
+def save_merged(base_path: str | Path, adapter_path: str | Path, out_dir: str | Path) -> None:
+    """Write the merged model (float32 safetensors) and its tokenizer to `out_dir`: loadable without PEFT."""
+    load_merged(base_path, adapter_path).save_pretrained(out_dir, safe_serialization=True)
+    AutoTokenizer.from_pretrained(adapter_tokenizer_path(base_path, adapter_path)).save_pretrained(out_dir)
+
+
+def load_model(spec: ModelSpec, *, dtype: torch.dtype, device: str, quantize: str = "none") -> LoadedModel:
+    """Load a registry folder; a LoRA adapter is applied to its base and merged (one model, full speed).
+
+    quantize="int8" (CPU, bfloat16): weight-only int8 for decoding (apps/inference/quantize.py).
+    """
+    try:
+        if spec.kind == "lora":
+            if spec.base is None:
+                raise ModelUnavailable(f"{spec.key} is an adapter without a base model")
+            model = load_merged(spec.base.path, spec.path, dtype=dtype)
+            tok_path = adapter_tokenizer_path(spec.base.path, spec.path)
+        else:
+            model = load_weights(spec.path, dtype=dtype)
+            tok_path = spec.path
+        tokenizer = AutoTokenizer.from_pretrained(tok_path)
+    except InferenceError:
+        raise
+    except Exception as exc:
+        raise ModelUnavailable(f"{spec.key} could not be loaded: {type(exc).__name__}: {exc}") from exc
+    model.to(device).eval()
+    if quantize == "int8" and device == "cpu" and dtype == torch.bfloat16:
+        quantize_for_decoding(model)
+    eos = model.generation_config.eos_token_id
+    eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        eos_ids.add(tokenizer.eos_token_id)
+    nbytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    return LoadedModel(
+        spec=spec,
+        model=model,
+        tokenizer=tokenizer,
+        eos_ids=frozenset(eos_ids),
+        context_length=int(model.config.max_position_embeddings),
+        nbytes=nbytes,
+        device=device,
+    )
