@@ -10,11 +10,26 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+import torch
+from datasets import Dataset
+from peft import LoraConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_utils import get_last_checkpoint
+from trl import SFTConfig, SFTTrainer
+
+from apps.tuning.hyperparameters import (
+    BASE_LEARNING_RATE,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_LORA_RANK,
+)
 from apps.tuning.trainer.data import validate_file
 
 
@@ -27,11 +42,11 @@ class TrainConfig:
     method: Literal["lora", "full", "pretrain"] = "lora"
     validation_file: str | None = None
     base_model_id: str | None = None  # written into the adapter's config (the registry id of its base)
-    n_epochs: int = 3
-    batch_size: int = 4
-    learning_rate: float | None = None  # None: 1e-3 for LoRA, 2e-5 for full
-    lora_rank: int = 16
-    lora_alpha: int = 32
+    n_epochs: int = DEFAULT_EPOCHS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    learning_rate: float | None = None  # None: the method's base rate (apps/tuning/hyperparameters.py)
+    lora_rank: int = DEFAULT_LORA_RANK
+    lora_alpha: int = 2 * DEFAULT_LORA_RANK
     max_length: int = 512
     seed: int = 42
     save_steps: int = 10
@@ -41,9 +56,11 @@ class TrainConfig:
 
     @property
     def effective_learning_rate(self) -> float:
-        if self.learning_rate is not None:
-            return self.learning_rate
-        return 2e-5 if self.method == "full" else 1e-3
+        return self.learning_rate if self.learning_rate is not None else BASE_LEARNING_RATE[self.method]
+
+    @property
+    def trains_adapter(self) -> bool:
+        return self.method in ("lora", "pretrain")
 
 
 @dataclass
@@ -86,36 +103,48 @@ class PrintReporter:
         return False
 
 
-def _dataset(path: str, method: str):
-    from datasets import Dataset
+def run_training(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
+    """Set up, fit, save. A run with a checkpoint in `config.work_dir` resumes from it."""
+    trainer, bridge, resume = setup(config, reporter or PrintReporter())
+    result = fit(trainer, bridge, resume=resume)
+    if result.status == "completed":
+        save(trainer, config, result)
+    return result
 
+
+# --- Setup: model, data, arguments, the reporter's bridge ------------------------------------------------------
+def setup(config: TrainConfig, reporter: Reporter) -> tuple[SFTTrainer, ReporterCallback, str | None]:
+    """The trainer ready to train, its bridge to the reporter, and the checkpoint to resume from (None: a fresh start)."""
+    resume = last_checkpoint(config.work_dir)
+    bridge = ReporterCallback(reporter)
+    tokenizer = AutoTokenizer.from_pretrained(config.base_model)
+    model = AutoModelForCausalLM.from_pretrained(config.base_model, dtype=torch.float32, use_safetensors=True)
+    train = _dataset(config.train_file, config.method)
+    validation = _dataset(config.validation_file, config.method) if config.validation_file else None
+    trainer = SFTTrainer(
+        model=model,
+        args=_arguments(config, validation=validation is not None),
+        train_dataset=train,
+        eval_dataset=validation,
+        processing_class=tokenizer,
+        peft_config=_lora(config),
+        callbacks=[bridge],
+    )
+    for noisy in (PrinterCallback, ProgressCallback):  # progress goes to the reporter, not to stdout
+        trainer.remove_callback(noisy)
+    return trainer, bridge, resume
+
+
+def _dataset(path: str, method: str) -> Dataset:
     report = validate_file(Path(path), expected="text" if method == "pretrain" else None, min_examples=1)
     if not report.ok:
         raise ValueError(f"{path}: " + "; ".join(str(p) for p in report.problems[:5]))
     return Dataset.from_list(report.examples)
 
 
-def last_checkpoint(work_dir: str) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(work_dir) if Path(work_dir).is_dir() else None
-
-
-def run_training(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
-    import torch
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from trl import SFTConfig, SFTTrainer
-
-    reporter = reporter or PrintReporter()
+def _arguments(config: TrainConfig, *, validation: bool) -> SFTConfig:
     cuda = torch.cuda.is_available()
-    tokenizer = AutoTokenizer.from_pretrained(config.base_model)
-    model = AutoModelForCausalLM.from_pretrained(config.base_model, dtype=torch.float32, use_safetensors=True)
-    train = _dataset(config.train_file, config.method)
-    validation = _dataset(config.validation_file, config.method) if config.validation_file else None
-    resume = last_checkpoint(config.work_dir)
-
-    args = SFTConfig(
+    return SFTConfig(
         output_dir=config.work_dir,
         num_train_epochs=config.n_epochs,
         max_steps=config.max_steps or -1,
@@ -128,7 +157,7 @@ def run_training(config: TrainConfig, reporter: Reporter | None = None) -> Train
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=2,
-        eval_strategy="steps" if validation is not None else "no",
+        eval_strategy="steps" if validation else "no",
         eval_steps=config.eval_steps or config.save_steps,
         seed=config.seed,
         data_seed=config.seed,
@@ -142,55 +171,59 @@ def run_training(config: TrainConfig, reporter: Reporter | None = None) -> Train
         dataloader_num_workers=0,
         include_num_input_tokens_seen="all",
     )
-    peft_config = None
-    if config.method in ("lora", "pretrain"):
-        peft_config = LoraConfig(
-            r=config.lora_rank, lora_alpha=config.lora_alpha, target_modules="all-linear", lora_dropout=0.0,
-            task_type="CAUSAL_LM",
-        )
 
-    history: list[dict] = []
-    started = {"time": time.monotonic(), "tokens": 0}
 
-    class Bridge(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            started["time"], started["tokens"] = time.monotonic(), state.num_input_tokens_seen
-            reporter.on_start(total_steps=state.max_steps, resumed_from_step=state.global_step)
+def _lora(config: TrainConfig) -> LoraConfig | None:
+    """A LoRA adapter on every linear layer (lora, pretrain); None for full fine-tuning."""
+    if not config.trains_adapter:
+        return None
+    return LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, target_modules="all-linear", lora_dropout=0.0,
+                      task_type="CAUSAL_LM")
 
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            logs = logs or {}
-            metrics = {k: float(logs[k]) for k in ("loss", "learning_rate", "eval_loss", "grad_norm") if k in logs}
-            elapsed = time.monotonic() - started["time"]
-            if elapsed > 0 and "loss" in logs:
-                metrics["tokens_per_second"] = (state.num_input_tokens_seen - started["tokens"]) / elapsed
-            if metrics:
-                history.append({"step": state.global_step, **metrics})
-                reporter.on_step(step=state.global_step, total_steps=state.max_steps, metrics=metrics)
 
-        def on_step_end(self, args, state, control, **kwargs):
-            if reporter.should_stop():
-                control.should_training_stop = True
-                control.should_save = False
+def last_checkpoint(work_dir: str) -> str | None:
+    return get_last_checkpoint(work_dir) if Path(work_dir).is_dir() else None
 
-        def on_save(self, args, state, control, **kwargs):
-            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            reporter.on_checkpoint(step=state.global_step, path=str(path))
 
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=train,
-        eval_dataset=validation,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[Bridge()],
-    )
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+class ReporterCallback(TrainerCallback):
+    """The bridge from the Trainer's events to a Reporter: steps with their metrics, checkpoints, stop requests."""
 
-    for noisy in (PrinterCallback, ProgressCallback):  # progress goes to the reporter, not to stdout
-        trainer.remove_callback(noisy)
+    def __init__(self, reporter: Reporter):
+        self.reporter = reporter
+        self.history: list[dict] = []
+        self.started, self.tokens_at_start = time.monotonic(), 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started, self.tokens_at_start = time.monotonic(), state.num_input_tokens_seen
+        self.reporter.on_start(total_steps=state.max_steps, resumed_from_step=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        metrics = {k: float(logs[k]) for k in ("loss", "learning_rate", "eval_loss", "grad_norm") if k in logs}
+        elapsed = time.monotonic() - self.started
+        if elapsed > 0 and "loss" in logs:
+            metrics["tokens_per_second"] = (state.num_input_tokens_seen - self.tokens_at_start) / elapsed
+        if metrics:
+            self.history.append({"step": state.global_step, **metrics})
+            self.reporter.on_step(step=state.global_step, total_steps=state.max_steps, metrics=metrics)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.reporter.should_stop():
+            control.should_training_stop = True
+            control.should_save = False
+
+    def on_save(self, args, state, control, **kwargs):
+        path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        self.reporter.on_checkpoint(step=state.global_step, path=str(path))
+
+
+# --- Fit: the base model's validation loss, training (resumed or not), the tuned model's validation loss --------
+def fit(trainer: SFTTrainer, bridge: ReporterCallback, *, resume: str | None) -> TrainResult:
+    """Train to the end, or until the reporter asks to stop (status `stopped`: nothing is evaluated after)."""
+    reporter = bridge.reporter
+    validation = trainer.eval_dataset is not None
     val_before = None
-    if validation is not None and resume is None:
+    if validation and resume is None:
         val_before = float(trainer.evaluate()["eval_loss"])
         reporter.on_step(step=0, total_steps=0, metrics={"eval_loss": val_before})
     output = trainer.train(resume_from_checkpoint=resume)
@@ -203,28 +236,32 @@ def run_training(config: TrainConfig, reporter: Reporter | None = None) -> Train
         val_loss_before=val_before,
         resumed_from_step=int(resume.rsplit("-", 1)[-1]) if resume else 0,
         tokens_seen=int(state.num_input_tokens_seen),
-        history=history,
+        history=bridge.history,
     )
     if state.global_step < state.max_steps and reporter.should_stop():
         result.status = "stopped"
         return result
-    if validation is not None:
+    if validation:
         result.val_loss_after = float(trainer.evaluate()["eval_loss"])
+    return result
+
+
+# --- Save: the finished model, as the registry loads it ---------------------------------------------------------
+def save(trainer: SFTTrainer, config: TrainConfig, result: TrainResult) -> None:
+    """Adapter (adapter_config.json + adapter_model.safetensors, its base named by registry id) or full weights,
+    with the tokenizer, in `config.output_dir`."""
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     trainer.model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    if peft_config is not None and config.base_model_id:
+    trainer.processing_class.save_pretrained(out)
+    if config.trains_adapter and config.base_model_id:
         adapter_config = json.loads((out / "adapter_config.json").read_text())
         adapter_config["base_model_name_or_path"] = config.base_model_id  # its base, by registry id
         (out / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2))
     result.output_dir = str(out)
-    return result
 
 
 def main(argv: list[str] | None = None) -> None:
-    import sys
-
     args = argv if argv is not None else sys.argv[1:]
     if len(args) != 1:
         sys.exit("usage: python -m apps.tuning.trainer CONFIG.json")

@@ -1,0 +1,95 @@
+"""The fine-tuning hyperparameters in one place: names, OpenAI's `auto`, ranges, labels, base learning rates.
+
+Every reader takes them from here: the job service (`hyperparameters_resolve`, the estimate), the customize
+page's job form and estimate view, the native API's help text, /v1's job object, and the trainer's
+`TrainConfig` defaults. No Django here: the trainer (pure ML code) imports this module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from apps.core.errors import InvalidRequest
+
+
+def gettext_noop(message: str) -> str:
+    """Marks a label for translation without importing Django (makemessages knows this name); forms translate it."""
+    return message
+
+
+# A standalone trainer run's defaults, and `auto` for a file of 30 to 199 examples.
+DEFAULT_EPOCHS = 3
+DEFAULT_BATCH_SIZE = 4
+DEFAULT_LORA_RANK = 16
+# The learning rate at multiplier 1: a LoRA adapter trains few weights and takes a large rate, full fine-tuning a
+# small one. Continued pre-training trains a LoRA adapter too (so that it runs on a CPU).
+BASE_LEARNING_RATE = {"lora": 1e-3, "pretrain": 1e-3, "full": 2e-5}
+# Measured on the development machine (2 CPU cores, float32): training tokens a second, for the estimate.
+CPU_TOKENS_PER_SECOND = {"lora": 200, "pretrain": 200, "full": 140}
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    name: str
+    type: type  # int or float
+    low: float
+    high: float
+    label: str
+    # OpenAI's `auto`, from the number of examples and the values chosen before this one.
+    auto: Callable[[int, dict], float]
+    low_open: bool = False  # `low` itself is not allowed
+    adapter_only: bool = False  # a LoRA setting: not part of a full fine-tune
+    on_page: bool = True  # a field of the customize page's job form
+
+    def allows(self, value) -> bool:
+        return (self.low < value if self.low_open else self.low <= value) and value <= self.high
+
+
+HYPERPARAMETERS = (
+    # A small file is repeated until the model has seen about 100 examples: a style shows within minutes on a CPU.
+    Hyperparameter("n_epochs", int, 1, 50, gettext_noop("Epochs"),
+                   auto=lambda examples, _: DEFAULT_EPOCHS if examples >= 30 else min(10, math.ceil(100 / max(examples, 1)))),
+    Hyperparameter("batch_size", int, 1, 64, gettext_noop("Batch size"),
+                   auto=lambda examples, _: DEFAULT_BATCH_SIZE if examples < 200 else 2 * DEFAULT_BATCH_SIZE),
+    Hyperparameter("learning_rate_multiplier", float, 0, 100, gettext_noop("Learning-rate multiplier"),
+                   auto=lambda examples, _: 1.0, low_open=True),
+    Hyperparameter("lora_rank", int, 1, 256, gettext_noop("LoRA rank"), auto=lambda examples, _: DEFAULT_LORA_RANK,
+                   adapter_only=True),
+    # Not on the page: alpha follows the rank there (alpha = 2 × rank keeps the adapter's scale when the rank changes).
+    Hyperparameter("lora_alpha", int, 1, 1024, gettext_noop("LoRA alpha"), auto=lambda examples, chosen: 2 * chosen["lora_rank"],
+                   adapter_only=True, on_page=False),
+)
+NAMES = tuple(h.name for h in HYPERPARAMETERS)
+PAGE_NAMES = tuple(h.name for h in HYPERPARAMETERS if h.on_page)
+# The API help text of a job's `hyperparameters`.
+HYPERPARAMETERS_HELP = f"{', '.join(NAMES)}: numbers or 'auto'."
+
+
+def hyperparameters_resolve(*, method: str, examples: int, given: dict | None) -> dict:
+    """The values a job trains with: the given ones checked, `auto` (or a missing one) chosen, and the learning rate."""
+    if method not in BASE_LEARNING_RATE:
+        raise InvalidRequest("method is lora, full or pretrain.", param="method")
+    given = dict(given or {})
+    unknown = set(given) - set(NAMES)
+    if unknown:
+        raise InvalidRequest(f"Unknown hyperparameter(s): {', '.join(sorted(unknown))}.", param="hyperparameters")
+    chosen: dict = {}
+    try:
+        for h in HYPERPARAMETERS:
+            value = given.get(h.name)
+            chosen[h.name] = h.type(h.auto(examples, chosen) if value in (None, "auto") else value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest("Hyperparameters are numbers or 'auto'.", param="hyperparameters") from exc
+    for h in HYPERPARAMETERS:
+        if not h.allows(chosen[h.name]):
+            raise InvalidRequest(f"{h.name} is out of range.", param=f"hyperparameters.{h.name}")
+    return {**chosen, "learning_rate": BASE_LEARNING_RATE[method] * chosen["learning_rate_multiplier"]}
+
+
+def training_estimate(*, method: str, hyperparameters: dict, examples: int, tokens: int) -> dict:
+    """Steps, training tokens and seconds on this hardware's CPU, before anything is queued."""
+    steps = math.ceil(max(examples, 1) / hyperparameters["batch_size"]) * hyperparameters["n_epochs"]
+    trained = tokens * hyperparameters["n_epochs"]
+    return {"steps": steps, "tokens": trained, "seconds_cpu": round(trained / CPU_TOKENS_PER_SECOND[method])}
