@@ -72,6 +72,7 @@ class FineTuningJob(TimeStampedModel):
         FULL = "full", _("Full fine-tuning")
         PRETRAIN = "pretrain", _("Continued pre-training on text")
 
+    ACTIVE = (Status.VALIDATING_FILES, Status.QUEUED, Status.RUNNING)
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
     public_id = models.CharField(max_length=40, unique=True, default=new_job_id)
@@ -156,3 +157,20 @@ class JobMetric(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_id} step {self.step}"
+
+
+class JobCheckpoint(models.Model):
+    """A checkpoint the trainer saved (weights or adapter, optimizer, scheduler, RNG, step): a job resumes from
+    its last one. /v1 lists them as OpenAI's fine-tuning checkpoints."""
+
+    job = models.ForeignKey(FineTuningJob, on_delete=models.CASCADE, related_name="checkpoints")
+    step = models.PositiveIntegerField()
+    metrics = models.JSONField(default=dict, blank=True)  # at that step: train_loss, and valid_loss with a validation file
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["step", "id"]
+        constraints = [models.UniqueConstraint(fields=["job", "step"], name="tuning_checkpoint_one_per_step")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} checkpoint at step {self.step}"
