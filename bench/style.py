@@ -40,7 +40,7 @@ def main() -> None:
         for q, a in [("Tell me about {}.", "{} be a fine sight for any sailor on the seven seas."),
                      ("What do you think of {}?", "I be fond of {}, as sure as the tide comes in.")]
     ]
-    # The store's `auto` for 40 examples (apps.tuning.services.hyperparameters_resolve): 3 epochs, batch 4, 1e-3.
+    # The store's `auto` for 40 examples (apps.tuning.hyperparameters.hyperparameters_resolve): 3 epochs, batch 4, 1e-3.
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "pirate.jsonl"
         data.write_text("\n".join(json.dumps(e) for e in examples) + "\n")

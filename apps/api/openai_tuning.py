@@ -10,8 +10,14 @@ from rest_framework.response import Response
 from apps.api.openai_views import OpenAIView
 from apps.core.errors import InvalidRequest, NotFound
 from apps.tuning import services
-from apps.tuning.models import FineTuningJob, JobEvent, JobMetric, TrainingFile
-from apps.tuning.selectors import finetune_job_get, training_file_get
+from apps.tuning.hyperparameters import HYPERPARAMETERS
+from apps.tuning.models import FineTuningJob, JobCheckpoint, JobEvent, TrainingFile
+from apps.tuning.selectors import (
+    access_job,
+    access_training_file,
+    finetune_job_list,
+    training_file_list,
+)
 
 METHOD_TYPES = {"supervised": "lora", "lora": "lora", "full": "full", "pretrain": "pretrain"}
 
@@ -29,15 +35,14 @@ def file_object(f: TrainingFile) -> dict:
 
 
 def job_object(job: FineTuningJob) -> dict:
-    h = job.hyperparameters
-    method_hyper = {"n_epochs": h.get("n_epochs"), "batch_size": h.get("batch_size"),
-                    "learning_rate_multiplier": h.get("learning_rate_multiplier")}
-    if job.method != "full":
-        method_hyper |= {"lora_rank": h.get("lora_rank"), "lora_alpha": h.get("lora_alpha")}
+    # OpenAI's three at the top level; the method's object adds the LoRA settings where the job trains an adapter.
+    openai_hyper = {h.name: job.hyperparameters.get(h.name) for h in HYPERPARAMETERS if not h.adapter_only}
+    method_hyper = {h.name: job.hyperparameters.get(h.name) for h in HYPERPARAMETERS
+                    if not h.adapter_only or job.method != FineTuningJob.Method.FULL}
     return {
         "object": "fine_tuning.job", "id": job.public_id, "created_at": _ts(job.created_at), "finished_at": _ts(job.finished_at),
         "model": job.base_reference, "fine_tuned_model": job.fine_tuned_model or None, "organization_id": f"user-{job.owner_id}",
-        "status": job.status, "hyperparameters": {k: method_hyper[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")},
+        "status": job.status, "hyperparameters": openai_hyper,
         "training_file": job.training_file.public_id, "validation_file": job.validation_file.public_id if job.validation_file else None,
         "result_files": [], "trained_tokens": job.trained_tokens or None, "seed": job.seed, "user_provided_suffix": job.suffix or None,
         "error": {"code": job.error_code, "message": job.error_message, "param": None} if job.error_code else None,
@@ -75,11 +80,11 @@ def _by_hex_id(queryset, prefix: str):
 
 
 def _file(request, file_id) -> TrainingFile:
-    return training_file_get(user=request.user, public_id=file_id)
+    return access_training_file(user=request.user, public_id=file_id)
 
 
 def _job(request, job_id) -> FineTuningJob:
-    return finetune_job_get(user=request.user, public_id=job_id)
+    return access_job(user=request.user, public_id=job_id)
 
 
 class FileUploadSerializer(serializers.Serializer):
@@ -92,7 +97,7 @@ class FileListView(OpenAIView):
     request_serializer = FileUploadSerializer
 
     def get(self, request):
-        return _page(request, TrainingFile.objects.filter(owner=request.user), file_object)
+        return _page(request, training_file_list(user=request.user), file_object)
 
     def post(self, request):
         serializer = FileUploadSerializer(data=request.data)
@@ -136,7 +141,7 @@ class JobListView(OpenAIView):
     request_serializer = JobCreateSerializer
 
     def get(self, request):
-        return _page(request, FineTuningJob.objects.filter(owner=request.user).select_related("training_file", "validation_file"), job_object)
+        return _page(request, finetune_job_list(user=request.user), job_object)
 
     def post(self, request):
         serializer = JobCreateSerializer(data=request.data)
@@ -164,8 +169,7 @@ class JobDetailView(OpenAIView):
 
 class JobCancelView(OpenAIView):
     def post(self, request, job_id):
-        job = services.finetune_job_cancel(job=_job(request, job_id))
-        return Response(job_object(FineTuningJob.objects.get(pk=job.pk)))
+        return Response(job_object(services.finetune_job_cancel(job=_job(request, job_id))))
 
 
 def event_object(e: JobEvent) -> dict:
@@ -179,16 +183,13 @@ class JobEventsView(OpenAIView):
         return _page(request, events, event_object, find=_by_hex_id(events, "ftevent"))
 
 
+def checkpoint_object(c: JobCheckpoint) -> dict:
+    return {"object": "fine_tuning.job.checkpoint", "id": f"ftckpt-{c.pk:x}", "created_at": _ts(c.created_at),
+            "fine_tuned_model_checkpoint": f"{c.job.public_id}:ckpt-step-{c.step}", "step_number": c.step,
+            "metrics": {"step": c.step, **c.metrics}, "fine_tuning_job_id": c.job.public_id}
+
+
 class JobCheckpointsView(OpenAIView):
     def get(self, request, job_id):
-        job = _job(request, job_id)
-        events = JobEvent.objects.filter(job=job, message__startswith="Checkpoint saved")
-
-        def checkpoint(e):
-            step = e.data.get("step")
-            metric = JobMetric.objects.filter(job=job, step=step, train_loss__isnull=False).last()
-            return {"object": "fine_tuning.job.checkpoint", "id": f"ftckpt-{e.pk:x}", "created_at": _ts(e.created_at),
-                    "fine_tuned_model_checkpoint": f"{job.public_id}:ckpt-step-{step}", "step_number": step,
-                    "metrics": {"step": step, "train_loss": metric.train_loss if metric else None}, "fine_tuning_job_id": job.public_id}
-
-        return _page(request, events, checkpoint, find=_by_hex_id(events, "ftckpt"))
+        checkpoints = JobCheckpoint.objects.filter(job=_job(request, job_id)).select_related("job")
+        return _page(request, checkpoints, checkpoint_object, find=_by_hex_id(checkpoints, "ftckpt"))

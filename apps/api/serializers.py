@@ -17,6 +17,7 @@ from apps.registry.models import (
     ModelVersion,
     RegisteredModel,
 )
+from apps.tuning.hyperparameters import HYPERPARAMETERS_HELP
 from apps.tuning.models import FineTuningJob, JobEvent, JobMetric, TrainingFile
 
 
@@ -224,8 +225,7 @@ class JobInputSerializer(serializers.Serializer):
     training_file = serializers.CharField(max_length=40)
     validation_file = serializers.CharField(max_length=40, required=False, allow_null=True)
     method = serializers.ChoiceField(choices=FineTuningJob.Method.choices, default=FineTuningJob.Method.LORA)
-    hyperparameters = serializers.DictField(required=False, help_text="n_epochs, batch_size, learning_rate_multiplier, "
-                                            "lora_rank, lora_alpha: numbers or 'auto'.")
+    hyperparameters = serializers.DictField(required=False, help_text=HYPERPARAMETERS_HELP)
     suffix = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
     seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**31 - 1)
 

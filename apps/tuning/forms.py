@@ -1,9 +1,9 @@
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
+from apps.tuning.hyperparameters import HYPERPARAMETERS, PAGE_NAMES
 from apps.tuning.models import FineTuningJob, TrainingFile
-
-AUTO = [("auto", _("auto"))]
+from apps.tuning.selectors import training_file_list
 
 
 class UploadForm(forms.Form):
@@ -15,25 +15,29 @@ class UploadForm(forms.Form):
 
 
 class JobForm(forms.Form):
+    """A job's settings; its hyperparameter fields (a number or `auto` each) come from apps.tuning.hyperparameters."""
+
     training_file = forms.ChoiceField(label=_("Training file"))
     validation_file = forms.ChoiceField(label=_("Validation file (optional)"), required=False)
     model = forms.ChoiceField(label=_("Start from"))
     method = forms.ChoiceField(label=_("Method"), choices=FineTuningJob.Method.choices, initial="lora")
-    n_epochs = forms.CharField(label=_("Epochs"), initial="auto", max_length=10)
-    batch_size = forms.CharField(label=_("Batch size"), initial="auto", max_length=10)
-    learning_rate_multiplier = forms.CharField(label=_("Learning-rate multiplier"), initial="auto", max_length=10)
-    lora_rank = forms.CharField(label=_("LoRA rank"), initial="auto", max_length=10)
     suffix = forms.SlugField(label=_("Suffix (part of the model's name)"), required=False, max_length=40)
     seed = forms.IntegerField(label=_("Seed"), required=False, initial=42)
+    field_order = ["training_file", "validation_file", "model", "method", *PAGE_NAMES, "suffix", "seed"]
 
     def __init__(self, *args, user, model_choices, **kwargs):
         super().__init__(*args, **kwargs)
+        for h in HYPERPARAMETERS:
+            if h.on_page:
+                # The spec's label is marked for translation there (gettext_noop); it is translated here.
+                self.fields[h.name] = forms.CharField(label=_(h.label), initial="auto", max_length=10)
+        self.order_fields(self.field_order)
         files = [(f.public_id, f"{f.filename} · {f.get_format_display()} · {f.example_count} examples")
-                 for f in TrainingFile.objects.filter(owner=user, status=TrainingFile.Status.PROCESSED)]
+                 for f in training_file_list(user=user, status=TrainingFile.Status.PROCESSED)]
         self.fields["training_file"].choices = files
         self.fields["validation_file"].choices = [("", _("none"))] + files
         self.fields["model"].choices = model_choices
 
     def hyperparameters(self) -> dict:
         d = self.cleaned_data
-        return {k: d[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier", "lora_rank") if d.get(k) not in ("", None)}
+        return {k: d[k] for k in PAGE_NAMES if d.get(k) not in ("", None)}

@@ -1,21 +1,71 @@
-"""Reads of customization, scoped to the owner: another user's file or job is a 404, never a 403."""
+"""Reads of customization, scoped to the owner.
+
+`access_training_file` and `access_job` (Zulip's `access_*` helpers) are the one permission check for files
+and jobs on every face (pages, /api/v1, /v1): they return the caller's own object, or raise NotFound. Files and
+jobs are private, so another user's object is a 404 like a missing one, never a 403.
+"""
+
+from __future__ import annotations
 
 from apps.core.errors import NotFound
 from apps.tuning.models import FineTuningJob, TrainingFile
 
 
-def training_file_get(*, user, public_id: str) -> TrainingFile:
+def access_training_file(*, user, public_id: str) -> TrainingFile:
     f = TrainingFile.objects.filter(owner=user, public_id=public_id).first() if user.is_authenticated else None
     if f is None:
         raise NotFound(f"No such File object: {public_id}", code="file_not_found")
     return f
 
 
-def finetune_job_get(*, user, public_id: str) -> FineTuningJob:
+def access_job(*, user, public_id: str) -> FineTuningJob:
     job = (
-        FineTuningJob.objects.filter(owner=user, public_id=public_id).select_related("training_file", "validation_file").first()
+        FineTuningJob.objects.filter(owner=user, public_id=public_id)
+        .select_related("training_file", "validation_file", "result_version").first()
         if user.is_authenticated else None
     )
     if job is None:
         raise NotFound(f"No such fine-tuning job: {public_id}", code="job_not_found")
     return job
+
+
+def training_file_list(*, user, status: str | None = None):
+    files = TrainingFile.objects.filter(owner=user)
+    return files.filter(status=status) if status else files
+
+
+def finetune_job_list(*, user, status: str | None = None):
+    jobs = FineTuningJob.objects.filter(owner=user).select_related("training_file", "validation_file")
+    return jobs.filter(status=status) if status else jobs
+
+
+def finished_job_notices(*, user) -> list[tuple[str, str]]:
+    """The site's notice that a job ended (an email goes out too): (job id, status) of up to three jobs whose end
+    the owner has not seen yet."""
+    jobs = FineTuningJob.objects.filter(owner=user, owner_notified=False, status__in=FineTuningJob.FINISHED)
+    return list(jobs.values_list("public_id", "status")[:3])
+
+
+def finetune_job_state(*, job: FineTuningJob, after_metric: int = 0, after_event: int = 0) -> dict:
+    """What the job page polls: status, progress, ETA, and the metrics and events it has not seen yet."""
+    eta = None
+    if job.status == FineTuningJob.Status.RUNNING:
+        recent = list(job.metrics.filter(train_loss__isnull=False).order_by("-id")[:10])
+        if len(recent) >= 2 and recent[0].step > recent[-1].step:
+            per_step = (recent[0].created_at - recent[-1].created_at).total_seconds() / (recent[0].step - recent[-1].step)
+            eta = round(per_step * (job.total_steps - job.step))
+    queue_position = None
+    waiting = (FineTuningJob.Status.VALIDATING_FILES, FineTuningJob.Status.QUEUED)
+    if job.status in waiting:
+        queue_position = FineTuningJob.objects.filter(status__in=waiting, created_at__lt=job.created_at).count() + 1
+    return {
+        "id": job.public_id, "status": job.status, "status_label": job.get_status_display(), "step": job.step,
+        "total_steps": job.total_steps, "progress": job.progress, "eta_seconds": eta, "queue_position": queue_position,
+        "fine_tuned_model": job.fine_tuned_model or None, "error": job.error_message or None,
+        "val_loss_before": job.val_loss_before, "val_loss_after": job.val_loss_after,
+        "metrics": [
+            {"id": m.pk, "step": m.step, "train_loss": m.train_loss, "val_loss": m.val_loss, "tokens_per_second": m.tokens_per_second}
+            for m in job.metrics.filter(pk__gt=after_metric)
+        ],
+        "events": [{"id": e.pk, "level": e.level, "message": e.message, "at": e.created_at.isoformat()} for e in job.events.filter(pk__gt=after_event)],
+    }

@@ -1,3 +1,5 @@
+"""The /customize/ pages: upload and check training data, estimate and start a job, watch it learn."""
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, JsonResponse
@@ -5,12 +7,13 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from apps.core.errors import StoreError
+from apps.core.errors import InvalidRequest, NotFound, StoreError, error_body_for
 from apps.registry.models import ModelVersion
 from apps.registry.selectors import registered_model_list
-from apps.tuning import services
+from apps.tuning import selectors, services
 from apps.tuning.forms import JobForm, UploadForm
-from apps.tuning.models import FineTuningJob, TrainingFile
+from apps.tuning.hyperparameters import NAMES
+from apps.tuning.models import TrainingFile
 
 
 def _model_choices(user) -> list[tuple[str, str]]:
@@ -24,11 +27,16 @@ def _model_choices(user) -> list[tuple[str, str]]:
     return choices
 
 
-def _job_or_404(user, public_id) -> FineTuningJob:
-    job = FineTuningJob.objects.filter(owner=user, public_id=public_id).select_related("training_file", "validation_file", "result_version").first()
-    if job is None:
-        raise Http404("No such job.")
-    return job
+def _page_object(access, request, public_id):
+    """What an access helper gives the user; its NotFound (another user's object, or none) is the 404 page."""
+    try:
+        return access(user=request.user, public_id=public_id)
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+
+
+def _json_error(exc: StoreError) -> JsonResponse:
+    return JsonResponse(error_body_for(exc), status=exc.status)
 
 
 @login_required
@@ -45,12 +53,12 @@ def customize(request):
             else:
                 messages.success(request, _("Uploaded. The file is being checked; this page shows the report."))
                 return redirect("tuning:file", public_id=f.public_id)
-    jobs = FineTuningJob.objects.filter(owner=request.user).select_related("training_file")[:50]
-    FineTuningJob.objects.filter(owner=request.user, owner_notified=False, status__in=FineTuningJob.FINISHED).update(owner_notified=True)
+    jobs = selectors.finetune_job_list(user=request.user)[:50]
+    services.finetune_job_notices_clear(owner=request.user)
     return render(request, "tuning/customize.html", {
         "upload_form": upload,
         "job_form": JobForm(user=request.user, model_choices=_model_choices(request.user)),
-        "files": TrainingFile.objects.filter(owner=request.user)[:50],
+        "files": selectors.training_file_list(user=request.user)[:50],
         "jobs": jobs,
     })
 
@@ -58,26 +66,22 @@ def customize(request):
 @login_required
 @require_GET
 def file_detail(request, public_id):
-    f = TrainingFile.objects.filter(owner=request.user, public_id=public_id).first()
-    if f is None:
-        raise Http404("No such file.")
-    return render(request, "tuning/file.html", {"file": f})
+    return render(request, "tuning/file.html", {"file": _page_object(selectors.access_training_file, request, public_id)})
 
 
 @login_required
 @require_GET
 def estimate(request):
     """The job form's live estimate: steps, tokens and time on this hardware, before anything is queued."""
-    f = TrainingFile.objects.filter(owner=request.user, public_id=request.GET.get("training_file"), status="processed").first()
-    if f is None:
-        return JsonResponse({"error": {"message": _("Choose a processed training file.")}}, status=400)
-    method = request.GET.get("method", "lora")
-    given = {k: request.GET[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier", "lora_rank") if request.GET.get(k)}
+    public_id = request.GET.get("training_file", "")
     try:
-        hyper = services.hyperparameters_resolve(method=method, examples=f.example_count, given=given)
-        return JsonResponse({"hyperparameters": hyper, **services.job_estimate(method=method, hyper=hyper, training_file=f)})
+        f = selectors.access_training_file(user=request.user, public_id=public_id) if public_id else None
+        if f is None or f.status != TrainingFile.Status.PROCESSED:
+            raise InvalidRequest(_("Choose a processed training file."), param="training_file")
+        given = {k: request.GET[k] for k in NAMES if request.GET.get(k)}
+        return JsonResponse(services.finetune_job_estimate(training_file=f, method=request.GET.get("method", "lora"), hyperparameters=given))
     except StoreError as exc:
-        return JsonResponse({"error": {"message": exc.message, "param": exc.param}}, status=exc.status)
+        return _json_error(exc)
 
 
 @login_required
@@ -88,11 +92,12 @@ def job_create(request):
         messages.error(request, _("Check the job settings: ") + "; ".join(f"{k}: {v[0]}" for k, v in form.errors.items()))
         return redirect("tuning:customize")
     d = form.cleaned_data
-    files = {f.public_id: f for f in TrainingFile.objects.filter(owner=request.user, public_id__in=[d["training_file"], d.get("validation_file") or ""])}
     try:
+        training = selectors.access_training_file(user=request.user, public_id=d["training_file"])
+        validation = selectors.access_training_file(user=request.user, public_id=d["validation_file"]) if d.get("validation_file") else None
         job = services.finetune_job_create(
-            owner=request.user, training_file=files[d["training_file"]], validation_file=files.get(d.get("validation_file") or ""),
-            model=d["model"], method=d["method"], hyperparameters=form.hyperparameters(), suffix=d.get("suffix") or "", seed=d.get("seed"),
+            owner=request.user, training_file=training, validation_file=validation, model=d["model"], method=d["method"],
+            hyperparameters=form.hyperparameters(), suffix=d.get("suffix") or "", seed=d.get("seed"),
         )
     except StoreError as exc:
         messages.error(request, exc.message)
@@ -103,51 +108,26 @@ def job_create(request):
 @login_required
 @require_GET
 def job_detail(request, public_id):
-    job = _job_or_404(request.user, public_id)
-    if job.is_finished and not job.owner_notified:
-        FineTuningJob.objects.filter(pk=job.pk).update(owner_notified=True)
+    job = _page_object(selectors.access_job, request, public_id)
+    services.finetune_job_notices_clear(owner=request.user, job=job)
     return render(request, "tuning/job.html", {"job": job})
-
-
-def job_state(job: FineTuningJob, *, after_metric: int = 0, after_event: int = 0) -> dict:
-    """What the job page polls: status, progress, ETA, and the metrics and events it has not seen yet."""
-    eta = None
-    if job.status == FineTuningJob.Status.RUNNING:
-        recent = list(job.metrics.filter(train_loss__isnull=False).order_by("-id")[:10])
-        if len(recent) >= 2 and recent[0].step > recent[-1].step:
-            per_step = (recent[0].created_at - recent[-1].created_at).total_seconds() / (recent[0].step - recent[-1].step)
-            eta = round(per_step * (job.total_steps - job.step))
-    queue_position = None
-    if job.status in (FineTuningJob.Status.QUEUED, FineTuningJob.Status.VALIDATING_FILES):
-        queue_position = FineTuningJob.objects.filter(status__in=["validating_files", "queued"], created_at__lt=job.created_at).count() + 1
-    return {
-        "id": job.public_id, "status": job.status, "status_label": job.get_status_display(), "step": job.step,
-        "total_steps": job.total_steps, "progress": job.progress, "eta_seconds": eta, "queue_position": queue_position,
-        "fine_tuned_model": job.fine_tuned_model or None, "error": job.error_message or None,
-        "val_loss_before": job.val_loss_before, "val_loss_after": job.val_loss_after,
-        "metrics": [
-            {"id": m.pk, "step": m.step, "train_loss": m.train_loss, "val_loss": m.val_loss, "tokens_per_second": m.tokens_per_second}
-            for m in job.metrics.filter(pk__gt=after_metric)
-        ],
-        "events": [{"id": e.pk, "level": e.level, "message": e.message, "at": e.created_at.isoformat()} for e in job.events.filter(pk__gt=after_event)],
-    }
 
 
 @login_required
 @require_GET
 def job_status(request, public_id):
-    job = _job_or_404(request.user, public_id)
+    job = _page_object(selectors.access_job, request, public_id)
     try:
         after_metric, after_event = int(request.GET.get("after_metric", 0)), int(request.GET.get("after_event", 0))
     except ValueError:
         after_metric = after_event = 0
-    return JsonResponse(job_state(job, after_metric=after_metric, after_event=after_event))
+    return JsonResponse(selectors.finetune_job_state(job=job, after_metric=after_metric, after_event=after_event))
 
 
 @login_required
 @require_POST
 def job_cancel(request, public_id):
-    job = _job_or_404(request.user, public_id)
+    job = _page_object(selectors.access_job, request, public_id)
     try:
         services.finetune_job_cancel(job=job)
         messages.info(request, _("Cancelling: training stops after the current step."))

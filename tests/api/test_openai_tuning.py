@@ -161,3 +161,38 @@ def test_job_requests_are_checked(client, user, tiny_version, settings, tmp_path
     response = client.post(f"/v1/fine_tuning/jobs/{body['id']}/cancel", **mine)
     assert response.json()["status"] == "cancelled"
     assert client.post(f"/v1/fine_tuning/jobs/{body['id']}/cancel", **mine).status_code == 409
+
+
+@pytest.mark.django_db
+def test_checkpoints_are_rows_written_by_the_reporter_and_listed_by_v1(client, user, tiny_version, settings, tmp_path):
+    """The child's reporter records each checkpoint as a row (with the losses at its step); /v1 lists the rows."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from apps.tuning import services
+    from apps.tuning.reporter import JobReporter
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    f = services.training_file_create(owner=user, upload=SimpleUploadedFile("a.jsonl", chat_lines().encode()))
+    f.status, f.format, f.example_count = "processed", "chat", 24
+    f.save()
+    job = services.finetune_job_create(owner=user, training_file=f, validation_file=f, model="smollm2-135m-instruct")
+    FineTuningJob.objects.filter(pk=job.pk).update(lease_owner="token", status="running")
+    reporter = JobReporter(job.pk, "token")
+    for step in (1, 2, 3, 4):
+        reporter.on_step(step=step, total_steps=8, metrics={"loss": 3.0 - step / 4, "learning_rate": 1e-3})
+        if step % 2 == 0:
+            reporter.on_step(step=step, total_steps=8, metrics={"eval_loss": 2.9 - step / 4})
+            reporter.on_checkpoint(step=step, path=f"/work/checkpoint-{step}")
+    JobReporter(job.pk, "somebody else").on_checkpoint(step=6, path="/work/checkpoint-6")  # not its lease: nothing written
+    assert list(job.checkpoints.values_list("step", "metrics")) == [
+        (2, {"train_loss": 2.5, "valid_loss": 2.4}), (4, {"train_loss": 2.0, "valid_loss": 1.9})]
+    assert FineTuningJob.objects.get(pk=job.pk).last_checkpoint_step == 4
+
+    mine = {"HTTP_AUTHORIZATION": f"Bearer {api_key_create(user=user, name='x')[1]}"}
+    page = client.get(f"/v1/fine_tuning/jobs/{job.public_id}/checkpoints", {"limit": 1}, **mine).json()
+    assert page["has_more"] and [c["step_number"] for c in page["data"]] == [4]
+    newest = page["data"][0]
+    assert newest["object"] == "fine_tuning.job.checkpoint" and newest["id"].startswith("ftckpt-")
+    assert newest["metrics"] == {"step": 4, "train_loss": 2.0, "valid_loss": 1.9} and newest["fine_tuning_job_id"] == job.public_id
+    rest = client.get(f"/v1/fine_tuning/jobs/{job.public_id}/checkpoints", {"after": newest["id"]}, **mine).json()
+    assert [c["step_number"] for c in rest["data"]] == [2] and not rest["has_more"]

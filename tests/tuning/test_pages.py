@@ -86,10 +86,22 @@ def test_another_user_gets_404_on_every_customize_page(client, user, other_user,
     for url in [f"/customize/files/{f.public_id}/", f"/customize/jobs/{job.public_id}/", f"/customize/jobs/{job.public_id}/status"]:
         assert client.get(url).status_code == 404, url
     assert client.post(f"/customize/jobs/{job.public_id}/cancel").status_code == 404
-    assert client.get("/customize/estimate", {"training_file": f.public_id}).status_code == 400
+    estimate = client.get("/customize/estimate", {"training_file": f.public_id})  # the access helper's 404, as on the API faces
+    assert estimate.status_code == 404 and estimate.json()["error"]["code"] == "file_not_found"
     assert f.public_id not in client.get("/customize/").content.decode()
     response = client.post("/customize/jobs/new", {"training_file": f.public_id, "model": "smollm2-135m-instruct", "method": "lora",
                                                    "n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto", "lora_rank": "auto"})
     assert response.status_code == 302 and FineTuningJob.objects.count() == 1
     job.refresh_from_db()
     assert job.status == "validating_files"
+
+
+def test_estimate_errors_have_the_error_shape_of_every_face(client, user, tiny_version):
+    client.force_login(user)
+    f = upload_via_page(client, chat_lines(24).encode())
+    for query, param in [({}, "training_file"), ({"training_file": f.public_id, "n_epochs": "x"}, "hyperparameters"),
+                         ({"training_file": f.public_id, "method": "rlhf"}, "method")]:
+        response = client.get("/customize/estimate", query)
+        assert response.status_code == 400, query
+        error = response.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"} and error["param"] == param

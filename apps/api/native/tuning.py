@@ -13,9 +13,14 @@ from rest_framework.response import Response
 from apps.api import serializers as s
 from apps.api.native.base import StoreAPIMixin
 from apps.core.errors import NotFound
-from apps.tuning import selectors as tuning_selectors
 from apps.tuning import services as tuning_services
 from apps.tuning.models import FineTuningJob, TrainingFile
+from apps.tuning.selectors import (
+    access_job,
+    access_training_file,
+    finetune_job_list,
+    training_file_list,
+)
 
 
 class FileViewSet(StoreAPIMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
@@ -27,10 +32,10 @@ class FileViewSet(StoreAPIMixin, mixins.ListModelMixin, viewsets.GenericViewSet)
     lookup_value_regex = "file-[0-9a-f]+"
 
     def get_queryset(self):
-        return TrainingFile.objects.filter(owner=self.request.user)
+        return training_file_list(user=self.request.user)
 
     def _file(self, pk) -> TrainingFile:
-        return tuning_selectors.training_file_get(user=self.request.user, public_id=pk)
+        return access_training_file(user=self.request.user, public_id=pk)
 
     @extend_schema(request={"multipart/form-data": s.TrainingFileInputSerializer}, responses={201: s.TrainingFileSerializer})
     def create(self, request):
@@ -65,17 +70,14 @@ class JobViewSet(StoreAPIMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     lookup_value_regex = "ftjob-[0-9a-f]+"
 
     def get_queryset(self):
-        jobs = FineTuningJob.objects.filter(owner=self.request.user).select_related("training_file", "validation_file")
-        if self.request.query_params.get("status"):
-            jobs = jobs.filter(status=self.request.query_params["status"])
-        return jobs
+        return finetune_job_list(user=self.request.user, status=self.request.query_params.get("status"))
 
     @extend_schema(parameters=[OpenApiParameter("status", str, enum=FineTuningJob.Status.values)])
     def list(self, request):
         return super().list(request)
 
     def _job(self, pk) -> FineTuningJob:
-        return tuning_selectors.finetune_job_get(user=self.request.user, public_id=pk)
+        return access_job(user=self.request.user, public_id=pk)
 
     @extend_schema(request=s.JobInputSerializer, responses={201: s.JobSerializer})
     def create(self, request):
@@ -94,7 +96,7 @@ class JobViewSet(StoreAPIMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
         return Response(s.JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
     def _file(self, public_id) -> TrainingFile:
-        return tuning_selectors.training_file_get(user=self.request.user, public_id=public_id)
+        return access_training_file(user=self.request.user, public_id=public_id)
 
     def retrieve(self, request, pk):
         return Response(s.JobSerializer(self._job(pk)).data)
@@ -102,8 +104,7 @@ class JobViewSet(StoreAPIMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     @extend_schema(request=None, responses=s.JobSerializer)
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk):
-        job = tuning_services.finetune_job_cancel(job=self._job(pk))
-        return Response(s.JobSerializer(self._job(job.public_id)).data)
+        return Response(s.JobSerializer(tuning_services.finetune_job_cancel(job=self._job(pk))).data)
 
     @extend_schema(responses=s.JobEventSerializer(many=True))
     @action(detail=True, methods=["get"], serializer_class=s.JobEventSerializer)

@@ -1,0 +1,131 @@
+"""Fine-tuning jobs: create (checked, estimated, queued), cancel, finish (with the owner's notice), events."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from apps.core.errors import Conflict, InvalidRequest
+from apps.registry.models import ModelVersion
+from apps.tuning.dispatch import finetune_job_enqueue
+from apps.tuning.hyperparameters import hyperparameters_resolve, training_estimate
+from apps.tuning.models import FineTuningJob, JobEvent, TrainingFile
+from apps.tuning.services.files import QuotaExceeded, base_version_resolve
+
+
+def finetune_job_estimate(*, training_file: TrainingFile, method: str, hyperparameters: dict | None) -> dict:
+    """What the job form shows before anything is queued: the resolved hyperparameters, steps, tokens and time."""
+    hyper = hyperparameters_resolve(method=method, examples=training_file.example_count, given=hyperparameters)
+    return {"hyperparameters": hyper, **training_estimate(method=method, hyperparameters=hyper, examples=training_file.example_count,
+                                                          tokens=training_file.token_count)}
+
+
+def _file_check(*, owner, training_file: TrainingFile, method: str, param: str) -> None:
+    if training_file.owner_id != owner.pk:
+        raise InvalidRequest(f"No such file: {training_file.public_id}.", param=param, code="file_not_found")
+    if training_file.status != TrainingFile.Status.PROCESSED:
+        detail = "; ".join(f"line {p['line']}: {p['message']}" if p["line"] else p["message"] for p in training_file.problems[:3])
+        raise InvalidRequest(f"{training_file.public_id} is not ready ({training_file.status}){': ' + detail if detail else ''}.",
+                             param=param, code="file_not_ready")
+    wants_text = method == FineTuningJob.Method.PRETRAIN
+    if wants_text != (training_file.format == TrainingFile.Format.TEXT):
+        raise InvalidRequest(
+            "Continued pre-training takes a plain-text file; lora and full take chat or prompt/completion JSONL.", param=param
+        )
+
+
+def finetune_job_create(
+    *, owner, training_file: TrainingFile, model: str, method: str = "lora", validation_file: TrainingFile | None = None,
+    hyperparameters: dict | None = None, suffix: str = "", seed: int | None = None,
+) -> FineTuningJob:
+    if method not in FineTuningJob.Method.values:
+        raise InvalidRequest("method is lora, full or pretrain.", param="method")
+    for f, param in ((training_file, "training_file"), (validation_file, "validation_file")):
+        if f is not None:
+            _file_check(owner=owner, training_file=f, method=method, param=param)
+    base = base_version_resolve(reference=model, user=owner)
+    if base.kind != ModelVersion.Kind.FULL:
+        raise InvalidRequest("Fine-tuning starts from full weights: choose the base model or a full fine-tune.", param="model")
+    suffix = slugify(suffix or "")[:40]
+    if FineTuningJob.objects.filter(owner=owner, status__in=FineTuningJob.ACTIVE).count() >= settings.QUOTA_ACTIVE_JOBS:
+        raise QuotaExceeded(f"You already have {settings.QUOTA_ACTIVE_JOBS} jobs queued or running; wait for one to finish.")
+    hyper = hyperparameters_resolve(method=method, examples=training_file.example_count, given=hyperparameters)
+    estimate = training_estimate(method=method, hyperparameters=hyper, examples=training_file.example_count,
+                                 tokens=training_file.token_count)
+    with transaction.atomic():
+        job = FineTuningJob.objects.create(
+            owner=owner, base_version=base, base_reference=model, training_file=training_file, validation_file=validation_file,
+            method=method, hyperparameters=hyper, suffix=suffix, seed=42 if seed is None else int(seed), estimate=estimate,
+        )
+        job_event_create(job=job, message=f"Created fine-tuning job {job.public_id} ({job.get_method_display()}) on {base.reference}.",
+                         data=job.estimate)
+        finetune_job_enqueue(job_id=job.pk)
+    return job
+
+
+def job_event_create(*, job: FineTuningJob, message: str, level: str = "info", data: dict | None = None) -> JobEvent:
+    return JobEvent.objects.create(job=job, level=level, message=message, data=data or {})
+
+
+@transaction.atomic
+def finetune_job_cancel(*, job: FineTuningJob) -> FineTuningJob:
+    job = FineTuningJob.objects.select_for_update().get(pk=job.pk)
+    if job.is_finished:
+        raise Conflict(f"The job is already {job.status}.")
+    if job.status == FineTuningJob.Status.RUNNING and job.lease_owner:
+        job.cancel_requested = True  # the runner stops at the end of its current step
+        job.save(update_fields=["cancel_requested", "updated_at"])
+        job_event_create(job=job, message="Cancellation requested; training stops after the current step.")
+    else:
+        finetune_job_finish(job=job, status=FineTuningJob.Status.CANCELLED, message="Job cancelled before training started.")
+    return job
+
+
+def finetune_job_model_id(*, job: FineTuningJob) -> str:
+    """OpenAI's form: `ft:<root base>:<owner>:<suffix>:<job id>`, the root base found through the lineage."""
+    root = job.base_version
+    while root.base_version_id is not None:
+        root = root.base_version
+    root_name = root.registered_model.name
+    if root_name.startswith("ft:"):
+        root_name = root_name.split(":")[1]
+    return f"ft:{root_name}:{job.owner.slug}:{job.suffix}:{job.public_id}"
+
+
+def finetune_job_finish(*, job: FineTuningJob, status: str, message: str, code: str = "", level: str = "info") -> None:
+    """The end of a job: its state, an event, the owner's email and the work folder's removal, on commit."""
+    job.status = status
+    job.finished_at = timezone.now()
+    job.lease_owner, job.lease_expires_at = "", None
+    if code:
+        job.error_code, job.error_message = code, message
+    job.save()
+    job_event_create(job=job, message=message, level=level)
+    transaction.on_commit(lambda: _notify(job.pk))
+    work = Path(settings.FINETUNE_WORK_ROOT) / job.public_id
+    transaction.on_commit(lambda: shutil.rmtree(work, ignore_errors=True))
+
+
+def _notify(job_id: int) -> None:
+    job = FineTuningJob.objects.select_related("owner").get(pk=job_id)
+    lines = {
+        FineTuningJob.Status.SUCCEEDED: f"Your fine-tuning job {job.public_id} succeeded. The new model is {job.fine_tuned_model}.",
+        FineTuningJob.Status.FAILED: f"Your fine-tuning job {job.public_id} failed: {job.error_message}",
+        FineTuningJob.Status.CANCELLED: f"Your fine-tuning job {job.public_id} was cancelled.",
+    }
+    if job.owner.email:
+        send_mail(f"Fine-tuning job {job.status}", lines[job.status], None, [job.owner.email], fail_silently=True)
+
+
+def finetune_job_notices_clear(*, owner, job: FineTuningJob | None = None) -> None:
+    """The owner saw the end of their finished jobs (or of this one): the site's notice goes away."""
+    jobs = FineTuningJob.objects.filter(owner=owner, owner_notified=False, status__in=FineTuningJob.FINISHED)
+    if job is not None:
+        jobs = jobs.filter(pk=job.pk)
+    jobs.update(owner_notified=True)
