@@ -92,6 +92,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "django.template.context_processors.i18n",
                 "apps.core.context_processors.site",
+                "apps.tuning.context_processors.finished_jobs",
             ],
         },
     },

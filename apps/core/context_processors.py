@@ -23,13 +23,4 @@ def _nav_links() -> list[tuple[str, str]]:
 
 
 def site(request):
-    context = {"store_name": settings.STORE_NAME, "nav_links": _nav_links()}
-    user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated:
-        from apps.tuning.models import FineTuningJob
-
-        # The site's notice that a job ended (an email goes out too); cleared when the owner looks at it.
-        context["finished_jobs"] = list(
-            FineTuningJob.objects.filter(owner=user, owner_notified=False, status__in=FineTuningJob.FINISHED).values_list("public_id", "status")[:3]
-        )
-    return context
+    return {"store_name": settings.STORE_NAME, "nav_links": _nav_links()}
