@@ -6,6 +6,7 @@ from rest_framework.permissions import AllowAny
 urlpatterns = [
     path("", include("apps.core.urls")),
     path("", include("apps.catalog.urls")),
+    path("", include("apps.chat.urls")),
     path("accounts/", include("apps.accounts.urls")),
     path("models/", include("apps.registry.urls")),
     path("customize/", include("apps.tuning.urls")),

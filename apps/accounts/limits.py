@@ -28,7 +28,7 @@ class RateLimited(StoreError):
     def __init__(self, message: str, *, retry_after: int, headers: dict):
         super().__init__(message)
         self.retry_after = retry_after
-        self.headers = headers
+        self.headers = {**headers, "Retry-After": str(retry_after)}
 
 
 @dataclass

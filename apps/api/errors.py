@@ -6,7 +6,6 @@ from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
 
-from apps.accounts.limits import RateLimited
 from apps.core.errors import StoreError, error_body, error_body_for
 
 
@@ -58,12 +57,6 @@ def api_exception_handler(exc, context):
         return openai_error(404, str(getattr(exc, "detail", exc)) or "Not found.", code="not_found")
     if isinstance(exc, exceptions.APIException):
         return openai_error(exc.status_code, str(exc.detail), code=getattr(exc, "default_code", None))
-    if isinstance(exc, RateLimited):
-        response = openai_error(429, exc.message, type="rate_limit_error", code=exc.code)
-        response["Retry-After"] = str(exc.retry_after)
-        for name, value in exc.headers.items():
-            response[name] = value
-        return response
-    if isinstance(exc, StoreError):  # the engine's errors included
-        return Response(error_body_for(exc), status=exc.status)
+    if isinstance(exc, StoreError):  # the engine's errors and the rate limits included
+        return Response(error_body_for(exc), status=exc.status, headers=exc.headers)
     return None

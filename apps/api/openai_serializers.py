@@ -1,5 +1,7 @@
 """Input of the OpenAI-compatible endpoints, validated field by field (a bad field is a 400 naming it)."""
 
+from dataclasses import fields
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -80,6 +82,15 @@ class SamplingSerializer(serializers.Serializer):
             num_beams=d["num_beams"],
             ignore_eos=d["ignore_eos"],
         )
+
+    def sampling_overrides(self) -> dict:
+        """The sampling settings the caller set in the body (null counts as not set), to go over an app's own."""
+        body = self.initial_data if isinstance(self.initial_data, dict) else {}
+        given = {name for name, value in body.items() if value is not None}
+        if "max_completion_tokens" in given:
+            given.add("max_tokens")
+        params = self.sampling_params()
+        return {f.name: getattr(params, f.name) for f in fields(SamplingParams) if f.name in given}
 
     @property
     def include_usage(self) -> bool:

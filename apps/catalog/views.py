@@ -1,11 +1,9 @@
-import json
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Avg
-from django.http import Http404, JsonResponse
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -17,9 +15,7 @@ from apps.catalog.builtin import LANGUAGES
 from apps.catalog.forms import AppForm, PublishForm, ReportForm, ReviewForm
 from apps.catalog.models import Category, StoreApp
 from apps.chat.models import Conversation
-from apps.chat.services import app_run_start, run_events
 from apps.core.errors import Forbidden, NotFound, StoreError
-from apps.core.streaming import sse_events, sse_response
 from apps.registry.selectors import registered_model_list
 
 PAGE_SIZE = 12
@@ -98,41 +94,6 @@ def app_detail(request, slug):
     return render(request, "catalog/app_detail.html", context)
 
 
-def _json_body(request) -> dict:
-    try:
-        body = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        body = None
-    if not isinstance(body, dict):
-        raise StoreError(_("The request could not be read. Reload the page and try again."))
-    return body
-
-
-def _error(exc: StoreError) -> JsonResponse:
-    return JsonResponse({"error": {"message": exc.message, "code": exc.code, "param": exc.param}}, status=exc.status)
-
-
-def _stream_run(request, find_app):
-    """Start the app that `find_app()` returns and stream its answer; bad input is a JSON 4xx instead."""
-    from apps.inference.types import InferenceError
-
-    try:
-        app = find_app()
-        run = app_run_start(app=app, user=request.user, session=request.session, inputs=_json_body(request))
-    except StoreError as exc:
-        return _error(exc)
-    except InferenceError as exc:
-        return JsonResponse({"error": {"message": exc.message, "code": exc.code, "param": exc.param}}, status=exc.status)
-
-    return sse_response(request, lambda: sse_events(run_events(run)))
-
-
-@require_POST
-def app_run(request, slug):
-    """Run an app with the user's input; the answer streams back as server-sent events."""
-    return _stream_run(request, lambda: selectors.app_get(slug=slug, user=request.user))
-
-
 @login_required
 @require_POST
 def review_save(request, slug):
@@ -173,42 +134,6 @@ def remix(request, slug):
         return redirect(app.get_absolute_url())
     messages.success(request, _("Your remix is a private draft: change it and publish it when ready."))
     return redirect("catalog:build-edit", slug=copy.slug)
-
-
-# --- Conversations (JSON for the chat page) ---------------------------------------------------------------
-@login_required
-@require_GET
-def conversation_messages(request, pk):
-    conversation = get_object_or_404(Conversation, pk=pk, user=request.user)
-    return JsonResponse(
-        {
-            "id": conversation.pk,
-            "title": conversation.title,
-            "messages": [{"id": m.pk, "role": m.role, "content": m.content} for m in conversation.messages.all()],
-        }
-    )
-
-
-@login_required
-@require_POST
-def conversation_rename(request, pk):
-    from apps.chat.services import conversation_rename as rename
-
-    conversation = get_object_or_404(Conversation, pk=pk, user=request.user)
-    try:
-        rename(conversation=conversation, title=_json_body(request).get("title", ""))
-    except StoreError as exc:
-        return _error(exc)
-    return JsonResponse({"id": conversation.pk, "title": conversation.title})
-
-
-@login_required
-@require_POST
-def conversation_delete(request, pk):
-    from apps.chat.services import conversation_delete as delete
-
-    delete(conversation=get_object_or_404(Conversation, pk=pk, user=request.user))
-    return JsonResponse({"deleted": pk})
 
 
 # --- Builder ----------------------------------------------------------------------------------------------
@@ -290,13 +215,6 @@ def build_edit(request, slug):
             "languages": LANGUAGES,
         },
     )
-
-
-@login_required
-@require_POST
-def build_preview(request, slug):
-    """Run the saved draft, published or not: the builder's live preview."""
-    return _stream_run(request, lambda: selectors.app_get_owned(slug=slug, user=request.user))
 
 
 @login_required

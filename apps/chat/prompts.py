@@ -1,4 +1,8 @@
-"""What each kind of app sends to the model. Plain functions of the app's settings and the user's input."""
+"""What each kind of app sends to the model: plain functions of the app's settings and the caller's input.
+
+One function per kind and shape of input, used by every face (pages, /api/v1, /v1), so the same request builds
+the same prompt and meets the same checks wherever it comes from.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from apps.catalog.builtin import GENERATOR_LENGTHS, LANGUAGES
 from apps.core.errors import InvalidRequest
 
 MAX_INPUT_CHARS = 8000
+UNKNOWN_SOURCE = "the language of the text"  # a translation whose source language the caller did not name
 
 
 @dataclass
@@ -21,6 +26,8 @@ class Prompt:
 
 
 class _Blank(dict):
+    """Fills the placeholders a template names and the input does not give with nothing."""
+
     def __missing__(self, key):
         return ""
 
@@ -34,7 +41,13 @@ def _text(value, name: str, *, required: bool = True) -> str:
     return text
 
 
-def generator_prompt(app, fields: dict) -> Prompt:
+def _system(app) -> list[dict]:
+    return [{"role": "system", "content": app.instructions}] if app.instructions else []
+
+
+def generator_prompt(app, fields) -> Prompt:
+    if not isinstance(fields, dict):
+        raise InvalidRequest("fields must be an object of the form's values.", param="fields")
     values = _Blank()
     for spec in app.input_fields:
         raw = fields.get(spec["name"], spec.get("default", ""))
@@ -45,19 +58,19 @@ def generator_prompt(app, fields: dict) -> Prompt:
     if app.is_builtin and "length" in values:
         words, max_tokens = GENERATOR_LENGTHS[values["length"]]
         values["words"] = str(words)
-    messages = [{"role": "system", "content": app.instructions}] if app.instructions else []
-    messages.append({"role": "user", "content": app.prompt_template.format_map(values)})
-    return Prompt(messages, max_tokens)
+    return Prompt([*_system(app), {"role": "user", "content": app.prompt_template.format_map(values)}], max_tokens)
 
 
-def translator_prompt(app, *, text: str, source: str, target: str) -> Prompt:
-    for name, language in (("source", source), ("target", target)):
-        if language not in LANGUAGES:
-            raise InvalidRequest(f"Choose a {name} language from the list.", param=name)
+def translator_prompt(app, *, text, source, target) -> Prompt:
+    """`source` may be left empty (the model is told to translate from the language of the text)."""
+    if source not in ("", None) and source not in LANGUAGES:
+        raise InvalidRequest("Choose a source language from the list.", param="source")
+    if target not in LANGUAGES:
+        raise InvalidRequest("Choose a target language from the list.", param="target")
     if source == target:
         raise InvalidRequest("Source and target languages are the same.", param="target")
     text = _text(text, "text")
-    system = app.instructions.format_map(_Blank(source=source, target=target))
+    system = app.instructions.format_map(_Blank(source=source or UNKNOWN_SOURCE, target=target))
     # The translation alone: a one-line text gets a one-line answer (small models go on explaining otherwise),
     # and greedy decoding, since a translation has one best answer rather than many creative ones.
     stop = ("\n",) if "\n" not in text else ()
@@ -66,10 +79,18 @@ def translator_prompt(app, *, text: str, source: str, target: str) -> Prompt:
     )
 
 
-def chat_prompt(app, *, history: list[dict], message: str, count_tokens: Callable[[list[dict]], int], context: int) -> Prompt:
+def translator_text(messages: list[dict]) -> str:
+    """The text to translate when the input is a list of chat messages (/v1): the last user message."""
+    for message in reversed(messages):
+        if message["role"] == "user":
+            return message["content"]
+    raise InvalidRequest("A translator needs a user message with the text to translate.", param="messages")
+
+
+def chat_prompt(app, *, history: list[dict], message, count_tokens: Callable[[list[dict]], int], context: int) -> Prompt:
     """System instructions, then the newest turns that fit the model's context with room for the answer."""
     message = _text(message, "message")
-    system = [{"role": "system", "content": app.instructions}] if app.instructions else []
+    system = _system(app)
     turns = [*history, {"role": "user", "content": message}]
     budget = context - app.max_tokens
     dropped = 0
@@ -77,3 +98,13 @@ def chat_prompt(app, *, history: list[dict], message: str, count_tokens: Callabl
         turns = turns[2:] if len(turns) > 2 else turns[1:]  # drop the oldest user/assistant pair
         dropped += 1
     return Prompt(system + turns, app.max_tokens, trimmed_turns=dropped)
+
+
+def messages_prompt(app, messages: list[dict]) -> Prompt:
+    """A chat given whole by the caller (/v1, stateless): the app's instructions first, then the caller's turns.
+
+    The caller's own system messages are left out: the app's instructions are the only system prompt."""
+    turns = [{"role": m["role"], "content": m["content"]} for m in messages if m["role"] != "system"]
+    if not turns:
+        raise InvalidRequest("messages must hold at least one user or assistant message.", param="messages")
+    return Prompt([*_system(app), *turns], app.max_tokens)

@@ -1,26 +1,37 @@
-"""Running an app: one code path for every kind, from the pages (and later the API).
+"""The one run service: every face (pages, /api/v1, /v1) runs an app or a model through here.
 
-`app_run_start` does everything that can fail on bad input before any byte is streamed (validation, access,
-the trial limit, the context check, starting the engine), so such errors become a readable 4xx. `run_events`
-then streams the answer and, once it is complete, stores it with its token usage.
+A run goes through the same steps wherever it comes from:
+
+1. **resolve** the model once (an app runs on its model as its creator sees it: a published app may run on its
+   creator's fine-tune);
+2. **build the prompt** through `prompts` (one function per kind of app), which validates the input;
+3. **admit** it: the caller's quotas (per user and per API key) or, for an anonymous visitor, the trial limit.
+   Nothing is written before this step, so bad input and a refused run change nothing;
+4. **start** the generation (`n` streams, decoded together by the engine) and write the user's turn;
+5. **record** the answer: the assistant's message, one `AppRun` per choice (the basis of usage) and the tokens
+   against the quotas. This module is the only writer of `AppRun`.
+
+A face then shapes what `run_events` yields: server-sent events or JSON for pages and `/api/v1`
+(`run_app_events`), OpenAI's chunks and objects for `/v1`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from django.conf import settings
 from django.db import transaction
 
+from apps.accounts.limits import Quota, quotas_for, request_take, tokens_add
 from apps.catalog.models import StoreApp
 from apps.chat import prompts
+from apps.chat.conversations import chat_turns_read, chat_turns_write
 from apps.chat.models import AppRun, Conversation, Message
-from apps.core.errors import InvalidRequest, NotFound, StoreError
-from apps.inference.services import engine_get, generation_request_build, prompt_measure
-from apps.inference.types import SamplingParams
+from apps.core.errors import InvalidRequest, StoreError
+from apps.inference.services import engine_get, model_spec_resolve, prompt_measure
+from apps.inference.types import GenerationRequest, GenerationResult, InferenceError, SamplingParams
 
-MAX_ANON_HISTORY = 20
 
 
 class TrialLimitReached(StoreError):
@@ -28,18 +39,109 @@ class TrialLimitReached(StoreError):
     code = "trial_limit"
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who runs: a user (maybe anonymous), the API key of a program, the browser session of a visitor."""
+
+    user: object
+    api_key: object = None
+    session: object = None
+
+
 @dataclass
 class Run:
-    app: StoreApp
-    user: object
-    stream: object
+    caller: Caller
+    app: StoreApp | None
+    request: GenerationRequest  # what the model is asked (choice i uses seed + i)
+    streams: list
+    quotas: list[Quota]
+    limit_headers: dict
     conversation: Conversation | None = None
-    api_key: object = None  # the key of an API call, for usage per key
     trimmed_turns: int = 0
-    meta: dict = field(default_factory=dict)
 
 
-def _sampling(app: StoreApp, prompt: prompts.Prompt) -> SamplingParams:
+# Events of a run, in order: maybe a Notice, Deltas and a ChoiceEnd per choice, then Done once it is recorded.
+@dataclass
+class Notice:
+    text: str
+
+
+@dataclass
+class Delta:
+    index: int
+    text: str
+
+
+@dataclass
+class ChoiceEnd:
+    index: int
+    result: GenerationResult
+
+
+@dataclass
+class Done:
+    results: list[GenerationResult]
+    conversation: Conversation | None = None
+
+    @property
+    def usage(self) -> dict:
+        prompt = self.results[0].prompt_tokens if self.results else 0
+        completion = sum(r.completion_tokens for r in self.results)
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+@dataclass
+class RunOutcome:
+    """A run read to its end (the answer without streaming)."""
+
+    texts: list[str] = field(default_factory=list)
+    notice: str | None = None
+    done: Done | None = None
+
+
+# --- Starting a run -------------------------------------------------------------------------------------------
+def app_run_start(*, caller: Caller, app: StoreApp, inputs: dict | None = None, messages: list[dict] | None = None,
+                  overrides: dict | None = None, n: int = 1) -> Run:
+    """Run an app with the input of a form (`inputs`: pages, /api/v1) or a whole chat (`messages`: /v1, stateless).
+
+    `overrides` are the sampling settings the caller chose (/v1), over the app's own and its prompt's."""
+    if not caller.user.is_authenticated and not app.is_builtin:
+        raise InvalidRequest("Log in to use apps made by the community.", code="login_required")
+    inputs = inputs or {}
+    spec = model_spec_resolve(user=app.creator, reference=app.model_reference)
+    turns = None
+    if app.kind == StoreApp.Kind.TRANSLATOR:
+        text = inputs.get("text", "") if messages is None else prompts.translator_text(messages)
+        prompt = prompts.translator_prompt(app, text=text, source=inputs.get("source", ""), target=inputs.get("target", ""))
+    elif messages is not None:
+        prompt = prompts.messages_prompt(app, messages)
+    elif app.kind == StoreApp.Kind.CHATBOT:
+        turns = chat_turns_read(app=app, user=caller.user, inputs=inputs)
+        measure = prompt_measure(spec)
+        prompt = prompts.chat_prompt(app, history=turns.history, message=turns.message, count_tokens=measure.count,
+                                     context=measure.context)
+    else:
+        prompt = prompts.generator_prompt(app, inputs.get("fields") or {})
+    params = replace(_app_sampling(app, prompt), **(overrides or {}))
+    request = GenerationRequest(model=spec, messages=prompt.messages, params=params)
+    quotas, headers = _admit(caller)
+    conversation = None
+    if turns is not None:
+        conversation = chat_turns_write(app=app, user=caller.user, turns=turns, message=prompt.messages[-1]["content"])
+    return Run(caller=caller, app=app, request=request, streams=_start(request, n), quotas=quotas, limit_headers=headers,
+               conversation=conversation, trimmed_turns=prompt.trimmed_turns)
+
+
+def model_run_start(*, caller: Caller, reference: str, params: SamplingParams, messages: list[dict] | None = None,
+                    prompt: str | None = None, n: int = 1) -> Run:
+    """Run a registry model (by id, `<id>@<alias>` or `<id>@v<N>`) on a chat or a plain prompt (/v1)."""
+    spec = model_spec_resolve(user=caller.user, reference=reference)
+    request = GenerationRequest(model=spec, messages=messages, prompt=prompt, params=params)
+    quotas, headers = _admit(caller)
+    return Run(caller=caller, app=None, request=request, streams=_start(request, n), quotas=quotas, limit_headers=headers)
+
+
+def _app_sampling(app: StoreApp, prompt: prompts.Prompt) -> SamplingParams:
     return SamplingParams(
         max_tokens=prompt.max_tokens,
         temperature=app.temperature if prompt.temperature is None else prompt.temperature,
@@ -49,169 +151,105 @@ def _sampling(app: StoreApp, prompt: prompts.Prompt) -> SamplingParams:
     )
 
 
-def conversation_get(*, user, conversation_id) -> Conversation:
-    conversation = Conversation.objects.filter(pk=conversation_id, user=user).select_related("app").first() if user.is_authenticated else None
-    if conversation is None:
-        raise NotFound("This conversation does not exist.", code="conversation_not_found")
-    return conversation
-
-
-def _check_trial(*, app: StoreApp, user, session) -> None:
-    if user.is_authenticated:
-        return
-    if not app.is_builtin:
-        raise InvalidRequest("Log in to use apps made by the community.", code="login_required")
-    used = session.get("trial_runs", 0)
+def _admit(caller: Caller) -> tuple[list[Quota], dict]:
+    """Take one request from the caller's quotas (a 429 when over one), or one anonymous trial."""
+    if caller.user.is_authenticated:
+        quotas = quotas_for(user=caller.user, api_key=caller.api_key)
+        return quotas, request_take(quotas=quotas)
+    session = caller.session
+    used = session.get("trial_runs", 0) if session is not None else settings.ANON_TRIAL_RUNS
     if used >= settings.ANON_TRIAL_RUNS:
         raise TrialLimitReached(
             f"You have used your {settings.ANON_TRIAL_RUNS} free tries. Sign up (it is free) to keep going."
         )
     session["trial_runs"] = used + 1
+    return [], {}
 
 
-def _chat_history(*, app, user, inputs) -> tuple[Conversation | None, list[dict], str]:
-    message = inputs.get("message", "")
-    if not user.is_authenticated:
-        history = inputs.get("history") or []
-        if not isinstance(history, list) or len(history) > MAX_ANON_HISTORY:
-            raise InvalidRequest("The conversation is too long to continue without an account.", param="history")
-        turns = [
-            {"role": t.get("role"), "content": str(t.get("content", ""))[: prompts.MAX_INPUT_CHARS]}
-            for t in history
-            if isinstance(t, dict) and t.get("role") in ("user", "assistant")
-        ]
-        return None, turns, message
-    conversation = None
-    if inputs.get("conversation"):
-        conversation = conversation_get(user=user, conversation_id=inputs["conversation"])
-        if conversation.app_id != app.pk:
-            raise NotFound("This conversation belongs to another app.")
-    with transaction.atomic():
-        if conversation is not None and inputs.get("regenerate"):
-            last = conversation.messages.last()
-            if last is not None and last.role == Message.Role.ASSISTANT:
-                last.delete()
-            last_user = conversation.messages.filter(role=Message.Role.USER).last()
-            if last_user is None:
-                raise InvalidRequest("There is nothing to regenerate yet.")
-            message = last_user.content
-            last_user.delete()
-        elif conversation is not None and inputs.get("edit_message"):
-            edited = conversation.messages.filter(pk=inputs["edit_message"], role=Message.Role.USER).first()
-            if edited is None:
-                raise NotFound("That message is not in this conversation.")
-            conversation.messages.filter(created_at__gte=edited.created_at, pk__gte=edited.pk).delete()
-        if conversation is None:
-            conversation = Conversation.objects.create(app=app, user=user, title=(message.strip()[:60] or "New chat"))
-        history = [{"role": m.role, "content": m.content} for m in conversation.messages.all()]
-    return conversation, history, message
+def _start(request: GenerationRequest, n: int) -> list:
+    if not 1 <= n <= 8:
+        raise InvalidRequest("n must be between 1 and 8.", param="n")
+    request.params.validate()
+    engine = engine_get()
+    streams = []
+    for i in range(n):  # all n start now, so the engine decodes them together
+        params = request.params
+        seeded = replace(params, seed=params.seed + i) if params.seed is not None else params
+        streams.append(engine.stream(replace(request, params=seeded)))
+    return streams
 
 
-def app_run_start(*, app: StoreApp, user, session, inputs: dict, api_key=None) -> Run:
-    _check_trial(app=app, user=user, session=session)
-    conversation = None
-    if app.kind == StoreApp.Kind.CHATBOT:
-        conversation, history, message = _chat_history(app=app, user=user, inputs=inputs)
-        # The app's model as its creator sees it (a published app may run on its creator's fine-tune).
-        count, context = prompt_measure(user=app.creator, reference=app.model_reference)
-        prompt = prompts.chat_prompt(app, history=history, message=message, count_tokens=count, context=context)
-    elif app.kind == StoreApp.Kind.TRANSLATOR:
-        prompt = prompts.translator_prompt(
-            app, text=inputs.get("text", ""), source=inputs.get("source", ""), target=inputs.get("target", "")
-        )
-    else:
-        prompt = prompts.generator_prompt(app, inputs.get("fields") or {})
-    request = generation_request_build(
-        user=app.creator, reference=app.model_reference, messages=prompt.messages, params=_sampling(app, prompt)
-    )
-    stream = engine_get().stream(request)
-    if conversation is not None:
-        Message.objects.create(conversation=conversation, role=Message.Role.USER, content=prompt.messages[-1]["content"])
-    return Run(app=app, user=user, stream=stream, conversation=conversation, api_key=api_key, trimmed_turns=prompt.trimmed_turns)
+# --- Reading a run ----------------------------------------------------------------------------------------------
+def run_events(run: Run) -> Iterator[Notice | Delta | ChoiceEnd | Done]:
+    """The run's events; once every choice has ended, the run is recorded and `Done` comes last.
 
-
-def run_events(run: Run) -> Iterator[dict]:
-    """{"delta": text} for each piece, then {"done": ..., usage}; stores the answer once it is complete."""
+    Closing the iterator early (a client that went away) frees the engine's slots at once."""
     if run.trimmed_turns:
-        yield {"notice": f"The conversation is long: the {run.trimmed_turns} oldest exchange(s) were left out to fit the model's context."}
-    result = None
+        yield Notice(f"The conversation is long: the {run.trimmed_turns} oldest exchange(s) were left out to fit the model's context.")
+    results = []
     try:
-        for event in run.stream:
-            if event.delta:
-                yield {"delta": event.delta}
-            if event.result is not None:
-                result = event.result
+        for index, stream in enumerate(run.streams):
+            result = None
+            for event in stream:
+                if event.delta:
+                    yield Delta(index, event.delta)
+                if event.result is not None:
+                    result = event.result
+            if result is None:
+                raise InferenceError("The generation ended without a result.")
+            results.append(result)
+            yield ChoiceEnd(index, result)
     finally:
-        run.stream.close()
-    if result is None:
-        return
+        for stream in run.streams:
+            stream.close()
+    _record(run, results)
+    yield Done(results, run.conversation)
+
+
+def run_collect(run: Run) -> RunOutcome:
+    """The whole answer at once (non-streaming faces)."""
+    outcome = RunOutcome(texts=["" for _ in run.streams])
+    for event in run_events(run):
+        if isinstance(event, Delta):
+            outcome.texts[event.index] += event.text
+        elif isinstance(event, ChoiceEnd):
+            outcome.texts[event.index] = event.result.text
+        elif isinstance(event, Notice):
+            outcome.notice = event.text
+        elif isinstance(event, Done):
+            outcome.done = event
+    return outcome
+
+
+def run_app_events(run: Run) -> Iterator[dict]:
+    """The events of an app's run as pages and /api/v1 send them: `{"delta"}`, `{"notice"}`, then `{"done", ...}`."""
+    for event in run_events(run):
+        if isinstance(event, Delta):
+            yield {"delta": event.text}
+        elif isinstance(event, Notice):
+            yield {"notice": event.text}
+        elif isinstance(event, Done):
+            yield {
+                "done": True,
+                "finish_reason": event.results[0].finish_reason,
+                "conversation": event.conversation.pk if event.conversation else None,
+                "usage": {k: event.usage[k] for k in ("prompt_tokens", "completion_tokens")},
+            }
+
+
+def _record(run: Run, results: list[GenerationResult]) -> None:
+    """The one writer of AppRun: the answer, one row per choice with its tokens, and the tokens against the quotas."""
+    user = run.caller.user if run.caller.user.is_authenticated else None
     with transaction.atomic():
         if run.conversation is not None:
-            Message.objects.create(
-                conversation=run.conversation, role=Message.Role.ASSISTANT, content=result.text, finish_reason=result.finish_reason
-            )
+            first = results[0]
+            Message.objects.create(conversation=run.conversation, role=Message.Role.ASSISTANT, content=first.text,
+                                   finish_reason=first.finish_reason)
             run.conversation.save(update_fields=["updated_at"])
-        AppRun.objects.create(
-            app=run.app,
-            model=result.model,
-            user=run.user if run.user.is_authenticated else None,
-            api_key=run.api_key,
-            conversation=run.conversation,
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            finish_reason=result.finish_reason,
+        AppRun.objects.bulk_create(
+            AppRun(app=run.app, model=r.model, user=user, api_key=run.caller.api_key, conversation=run.conversation,
+                   prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens, finish_reason=r.finish_reason)
+            for r in results
         )
-    yield {
-        "done": True,
-        "finish_reason": result.finish_reason,
-        "conversation": run.conversation.pk if run.conversation else None,
-        "usage": {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens},
-    }
-
-
-@transaction.atomic
-def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
-    title = title.strip()[:120]
-    if not title:
-        raise InvalidRequest("A title cannot be empty.", param="title")
-    conversation.title = title
-    conversation.save(update_fields=["title", "updated_at"])
-    return conversation
-
-
-def conversation_delete(*, conversation: Conversation) -> None:
-    conversation.delete()
-
-
-# --- Apps through the OpenAI-compatible API: stateless, usage recorded -------------------------------------
-APP_PREFIX = "app:"
-SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens", "repetition_penalty")
-
-
-def app_chat_request(*, app: StoreApp, messages: list[dict], given: dict, params: SamplingParams, extra: dict):
-    """`model="app:<slug>"`: the app's instructions first, the caller's sampling over the app's defaults."""
-    from dataclasses import replace
-
-    from apps.catalog.builtin import LANGUAGES
-
-    system = app.instructions
-    if app.kind == StoreApp.Kind.TRANSLATOR:
-        target = extra.get("target_language") or "English"
-        source = extra.get("source_language") or "the language of the text"
-        if target not in LANGUAGES:
-            raise InvalidRequest(f"target_language must be one of: {', '.join(LANGUAGES)}.", param="target_language")
-        system = app.instructions.format_map(prompts._Blank(source=source, target=target))
-    defaults = {"temperature": app.temperature, "top_p": app.top_p, "max_tokens": app.max_tokens,
-                "repetition_penalty": app.repetition_penalty}
-    params = replace(params, **{k: v for k, v in defaults.items() if k not in given})
-    full = ([{"role": "system", "content": system}] if system else []) + [m for m in messages if m["role"] != "system"]
-    return generation_request_build(user=app.creator, reference=app.model_reference, messages=full, params=params)
-
-
-def usage_record(*, user, api_key, results, app: StoreApp | None = None) -> None:
-    """Token usage of API calls (stateless: the messages themselves are not kept), per user, key and app."""
-    AppRun.objects.bulk_create(
-        AppRun(app=app, model=r.model, user=user, api_key=api_key, prompt_tokens=r.prompt_tokens,
-               completion_tokens=r.completion_tokens, finish_reason=r.finish_reason)
-        for r in results
-    )
+    if run.quotas:
+        tokens_add(quotas=run.quotas, tokens=sum(r.total_tokens for r in results))

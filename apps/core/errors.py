@@ -14,6 +14,7 @@ class StoreError(Exception):
     status = 400
     type = "invalid_request_error"
     code = "invalid_request"
+    headers: dict = {}  # HTTP headers the answer carries (a 429's Retry-After and rate-limit figures)
 
     def __init__(self, message: str, *, code: str | None = None, param: str | None = None):
         super().__init__(message)

@@ -6,7 +6,8 @@ One engine per process, chosen by settings.INFERENCE_BACKEND. Pages and the API 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from django.conf import settings
 
@@ -57,11 +58,16 @@ def model_spec_for(version: ModelVersion) -> ModelSpec:
     return ModelSpec(key=version.reference, path=str(version.path), kind=version.kind, base=base)
 
 
+def model_spec_resolve(*, user, reference: str) -> ModelSpec:
+    """The version a reference names for this user, as the engine loads it: resolved once per run."""
+    return model_spec_for(model_version_resolve(reference=reference, user=user))
+
+
 def generation_request_build(
     *, user, reference: str, messages: list[dict] | None = None, prompt: str | None = None, params: SamplingParams
 ) -> GenerationRequest:
-    version = model_version_resolve(reference=reference, user=user)
-    return GenerationRequest(model=model_spec_for(version), messages=messages, prompt=prompt, params=params)
+    return GenerationRequest(model=model_spec_resolve(user=user, reference=reference), messages=messages, prompt=prompt,
+                             params=params)
 
 
 def generation_run(**kwargs) -> GenerationResult:
@@ -72,16 +78,24 @@ def generation_stream(**kwargs) -> Iterator[StreamEvent]:
     return engine_get().stream(generation_request_build(**kwargs))
 
 
-def prompt_measure(*, user, reference: str):
-    """(count_tokens(messages), context length) for a reference: exact with the local engine's tokenizer."""
+@dataclass(frozen=True)
+class PromptMeasure:
+    """How many tokens messages take on a model (its chat template included), and its context length."""
+
+    count: Callable[[list[dict]], int]
+    context: int
+
+
+def prompt_measure(spec: ModelSpec) -> PromptMeasure:
+    """Exact with the local engine's tokenizer; an estimate (about 3 characters a token) for a remote engine."""
     engine = engine_get()
-    version = model_version_resolve(reference=reference, user=user)
     cache = getattr(engine, "cache", None)
-    if cache is None:  # remote engine: an estimate (about 3 characters a token), and the configured context
-        return (lambda messages: sum(len(m["content"]) // 3 + 4 for m in messages), settings.INFERENCE_REMOTE_CONTEXT)
-    loaded = cache.get(model_spec_for(version))
+    if cache is None:
+        return PromptMeasure(lambda messages: sum(len(m["content"]) // 3 + 4 for m in messages),
+                             settings.INFERENCE_REMOTE_CONTEXT)
+    loaded = cache.get(spec)
 
     def count(messages: list[dict]) -> int:
         return len(loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
 
-    return count, loaded.context_length
+    return PromptMeasure(count, loaded.context_length)

@@ -10,7 +10,6 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from apps.accounts.limits import quotas_for, request_take, tokens_add
 from apps.api import serializers as s
 from apps.api.native.base import StoreAPIMixin, bool_param
 from apps.catalog import selectors as catalog_selectors
@@ -172,27 +171,18 @@ class AppViewSet(StoreAPIMixin, viewsets.GenericViewSet):
         serializer.is_valid(raise_exception=True)
         inputs = dict(serializer.validated_data)
         stream = inputs.pop("stream")
-        quotas = quotas_for(user=request.user, api_key=request.auth)
-        limit_headers = request_take(quotas=quotas)  # a 429 here, before any generation, when over a limit
-        run = chat_services.app_run_start(app=app, user=request.user, session=request.session, inputs=inputs, api_key=request.auth)
-
-        def events():
-            for event in chat_services.run_events(run):
-                if event.get("done"):
-                    tokens_add(quotas=quotas, tokens=sum(event["usage"].values()))
-                yield event
-
+        run = chat_services.app_run_start(caller=chat_services.Caller(request.user, api_key=request.auth), app=app,
+                                          inputs=inputs)
         if stream:
-            response = sse_response(request, lambda: sse_events(events()))
+            response = sse_response(request, lambda: sse_events(chat_services.run_app_events(run)))
         else:
-            text, notice, done = [], None, {}
-            for event in events():
-                text.append(event.get("delta", ""))
-                notice = event.get("notice", notice)
-                done = event if event.get("done") else done
-            response = Response({"app": app.slug, "text": "".join(text), "finish_reason": done.get("finish_reason"),
-                                 "conversation": done.get("conversation"), "notice": notice, "usage": done.get("usage")})
-        for name, value in limit_headers.items():
+            outcome = chat_services.run_collect(run)
+            done = outcome.done
+            response = Response({"app": app.slug, "text": outcome.texts[0], "finish_reason": done.results[0].finish_reason,
+                                 "conversation": done.conversation.pk if done.conversation else None,
+                                 "notice": outcome.notice,
+                                 "usage": {k: done.usage[k] for k in ("prompt_tokens", "completion_tokens")}})
+        for name, value in run.limit_headers.items():
             response[name] = value
         return response
 

@@ -9,7 +9,7 @@ from rest_framework.response import Response
 
 from apps.api import serializers as s
 from apps.api.native.base import StoreAPIMixin
-from apps.chat import services as chat_services
+from apps.chat import conversations as chat_conversations
 from apps.chat.models import AppRun, Conversation
 
 
@@ -54,11 +54,11 @@ class ConversationViewSet(StoreAPIMixin, mixins.ListModelMixin, mixins.RetrieveM
     def partial_update(self, request, pk):
         serializer = s.ConversationInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        conversation = chat_services.conversation_rename(conversation=self.get_object(), **serializer.validated_data)
+        conversation = chat_conversations.conversation_rename(conversation=self.get_object(), **serializer.validated_data)
         return Response(s.ConversationSerializer(conversation).data)
 
     def perform_destroy(self, instance):
-        chat_services.conversation_delete(conversation=instance)
+        chat_conversations.conversation_delete(conversation=instance)
 
     @extend_schema(responses=s.ConversationMessageSerializer(many=True))
     @action(detail=True, methods=["get"], serializer_class=s.ConversationMessageSerializer)
