@@ -16,7 +16,7 @@ from django.db import connection
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_database_url() -> str:
+def child_database_url() -> str:
     """The URL of the database the tests run on (pytest-django's test database), for child processes."""
     s = connection.settings_dict
     if connection.vendor == "sqlite":
@@ -29,7 +29,7 @@ def live_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         DJANGO_SETTINGS_MODULE="store.settings_test",
-        DATABASE_URL=test_database_url(),
+        DATABASE_URL=child_database_url(),
         MODELS_REGISTRY_ROOT=str(settings.MODELS_REGISTRY_ROOT),
         MEDIA_ROOT=str(settings.MEDIA_ROOT),
         FINETUNE_WORK_ROOT=str(settings.FINETUNE_WORK_ROOT),

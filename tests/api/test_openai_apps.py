@@ -53,10 +53,16 @@ def test_app_instructions_come_first_and_the_caller_overrides_sampling(client, s
 
 
 def test_app_defaults_apply_when_the_caller_is_silent(client, store, user):
+    """The app's max_tokens (4) and temperature (0) apply: the answer is cut at 4 tokens, the same each time
+    (the tiny test model never ends this answer by itself); the caller's max_tokens still wins."""
     app = make_app(user, max_tokens=4, temperature=0.0)
     key = api_key_create(user=user, name="k")[1]
-    response = call(client, key, {"model": f"app:{app.slug}", "messages": [{"role": "user", "content": "Ahoy?"}]}).json()
-    assert response["usage"]["completion_tokens"] <= 4 and response["choices"][0]["finish_reason"] in ("length", "stop")
+    body = {"model": f"app:{app.slug}", "messages": [{"role": "user", "content": "Ahoy?"}]}
+    first, again = call(client, key, body).json(), call(client, key, body).json()
+    assert first["usage"]["completion_tokens"] == 4 and first["choices"][0]["finish_reason"] == "length"
+    assert again["choices"][0]["message"]["content"] == first["choices"][0]["message"]["content"]  # temperature 0
+    shorter = call(client, key, {**body, "max_tokens": 2}).json()
+    assert shorter["usage"]["completion_tokens"] == 2 and shorter["choices"][0]["finish_reason"] == "length"
 
 
 def test_apps_answer_on_chat_completions_only(client, store, user):
