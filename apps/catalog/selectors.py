@@ -11,7 +11,6 @@ from django.db.models import Avg, Count, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from apps.catalog.access import access_app, access_app_owned
 from apps.catalog.models import Category, StoreApp
 
 TRENDING_DAYS = 7
@@ -28,11 +27,6 @@ def app_catalog() -> QuerySet[StoreApp]:
         .select_related("category", "creator")
         .annotate(rating=Avg("reviews__rating"), review_count=Count("reviews", distinct=True))
     )
-
-
-# The old names of the access helpers, until apps/chat and apps/api/openai_views ask apps.catalog.access.
-app_get = access_app
-app_get_owned = access_app_owned
 
 
 def app_search(*, query: str) -> QuerySet[StoreApp]:
