@@ -50,6 +50,8 @@ bench-inference: setup
 # GNU gettext). The compiled .mo is committed, so running the store needs no gettext.
 messages: install
 	$(BIN)/python manage.py makemessages -l zh_Hans --ignore=.venv --ignore=tests --ignore=bench --ignore=var
+	@# The scripts' words (static/js), served to them by /jsi18n/.
+	$(BIN)/python manage.py makemessages -d djangojs -l zh_Hans --ignore=.venv --ignore=tests --ignore=bench --ignore=var --ignore=static/vendor
 	$(BIN)/python manage.py compilemessages -l zh_Hans --ignore=.venv
 
 clean-data:

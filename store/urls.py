@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.i18n import JavaScriptCatalog
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 
@@ -17,6 +18,10 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
-urlpatterns += [path("i18n/", include("django.conf.urls.i18n"))]
+urlpatterns += [
+    path("i18n/", include("django.conf.urls.i18n")),
+    # The words of static/js (the djangojs domain) in the page's language: gettext() and interpolate() for scripts.
+    path("jsi18n/", JavaScriptCatalog.as_view(), name="javascript-catalog"),
+]
 
 handler404 = "apps.core.views.page_not_found"

@@ -1,4 +1,5 @@
 // Customization pages: the job form's live estimate, and the job page's live status, loss chart and events.
+// Its words go through Django's JavaScript catalog (/jsi18n/, loaded first by base.html): gettext, interpolate.
 (function () {
   "use strict";
 
@@ -17,14 +18,17 @@
       if (!r.ok) { box.textContent = data.error.message; box.className = "estimate error"; return; }
       const minutes = Math.max(1, Math.round(data.seconds_cpu / 60));
       box.className = "estimate";
-      box.textContent = `${data.steps} steps · ${data.tokens.toLocaleString()} training tokens · about ${minutes} min on this machine's CPU ` +
-        `(epochs ${data.hyperparameters.n_epochs}, batch ${data.hyperparameters.batch_size}, learning rate ${data.hyperparameters.learning_rate.toExponential(1)})`;
+      box.textContent = interpolate(
+        gettext("%(steps)s steps · %(tokens)s training tokens · about %(minutes)s min on this machine's CPU (epochs %(epochs)s, batch %(batch)s, learning rate %(rate)s)"),
+        { steps: data.steps, tokens: data.tokens.toLocaleString(), minutes, epochs: data.hyperparameters.n_epochs,
+          batch: data.hyperparameters.batch_size, rate: data.hyperparameters.learning_rate.toExponential(1) }, true);
     };
     form.addEventListener("change", update);
     update();
   }
 
   // ---- job page ----
+  const escapeHtml = (text) => String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
   const panel = document.getElementById("job");
   if (!panel) return;
   const $ = (role) => document.querySelector(`[data-role="${role}"]`);
@@ -34,7 +38,10 @@
   function draw() {
     const svg = $("chart");
     const all = points.train.concat(points.val);
-    if (!all.length) { svg.innerHTML = '<text x="200" y="110" text-anchor="middle" class="axis">waiting for the first step…</text>'; return; }
+    if (!all.length) {
+      svg.innerHTML = `<text x="200" y="110" text-anchor="middle" class="axis">${escapeHtml(gettext("waiting for the first step…"))}</text>`;
+      return;
+    }
     const W = 400, H = 220, L = 44, B = 24, T = 10, R = 10;
     const maxStep = Math.max(...all.map((p) => p[0]), 1);
     const ys = all.map((p) => p[1]);
@@ -45,7 +52,7 @@
     const path = (pts) => pts.map((p, i) => `${i ? "L" : "M"}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ");
     let out = `<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" class="axis-line"/><line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" class="axis-line"/>`;
     out += `<text x="${L - 4}" y="${T + 8}" text-anchor="end" class="axis">${hi.toFixed(2)}</text><text x="${L - 4}" y="${H - B}" text-anchor="end" class="axis">${lo.toFixed(2)}</text>`;
-    out += `<text x="${W - R}" y="${H - 6}" text-anchor="end" class="axis">step ${maxStep}</text>`;
+    out += `<text x="${W - R}" y="${H - 6}" text-anchor="end" class="axis">${escapeHtml(interpolate(gettext("step %(step)s"), { step: maxStep }, true))}</text>`;
     if (points.train.length) out += `<path d="${path(points.train)}" class="line train"/>`;
     if (points.val.length) out += `<path d="${path(points.val)}" class="line val"/>` + points.val.map((p) => `<circle cx="${x(p[0])}" cy="${y(p[1])}" r="3" class="dot val"/>`).join("");
     svg.innerHTML = out;
@@ -57,8 +64,12 @@
     const s = await r.json();
     $("status").textContent = s.status_label;
     $("progress").value = s.progress;
-    $("steps").textContent = s.total_steps ? `step ${s.step} of ${s.total_steps}` + (s.eta_seconds != null ? ` · about ${Math.ceil(s.eta_seconds / 60)} min left` : "") : "";
-    $("detail").textContent = s.queue_position ? `position ${s.queue_position} in the queue` : "";
+    $("steps").textContent = s.total_steps
+      ? interpolate(gettext("step %(step)s of %(total)s"), { step: s.step, total: s.total_steps }, true) +
+        (s.eta_seconds != null ? interpolate(gettext(" · about %(minutes)s min left"), { minutes: Math.ceil(s.eta_seconds / 60) }, true) : "")
+      : "";
+    $("detail").textContent = s.queue_position
+      ? interpolate(gettext("position %(position)s in the queue"), { position: s.queue_position }, true) : "";
     if (s.error) { $("error").hidden = false; $("error").textContent = s.error; }
     if (s.val_loss_before != null && !points.val.some((p) => p[0] === 0)) points.val.unshift([0, s.val_loss_before]);
     for (const m of s.metrics) {

@@ -1,5 +1,6 @@
 // The store's app runner: streams answers from /apps/<slug>/run (server-sent events over a POST), with a stop
 // button that aborts the request (the server then frees the model's slot). No dependencies, no CDN.
+// Its words go through Django's JavaScript catalog (/jsi18n/, loaded first by base.html): gettext, interpolate.
 (function () {
   "use strict";
   const configNode = document.getElementById("app-config");
@@ -68,12 +69,14 @@
         credentials: "same-origin",
       });
       if (!response.ok) {
-        let message = "Something went wrong (" + response.status + "). Please try again.";
+        let message = interpolate(gettext("Something went wrong (%(status)s). Please try again."), { status: response.status }, true);
+        let explained = false;
         try {
           const data = await response.json();
-          if (data.error && data.error.message) message = data.error.message;
+          if (data.error && data.error.message) { message = data.error.message; explained = true; }
         } catch (e) { /* not JSON: keep the generic message */ }
-        if (response.status === 403) message = "Your session has expired: reload the page and try again.";
+        // A 403 the server did not explain is Django's CSRF page: the session expired.
+        if (response.status === 403 && !explained) message = gettext("Your session has expired: reload the page and try again.");
         showError(message);
         return null;
       }
@@ -92,12 +95,12 @@
           const event = JSON.parse(chunk.slice(6));
           if (event.delta) onDelta(event.delta);
           if (event.notice) showNotice(event.notice);
-          if (event.error) showError(event.error.message || "The model failed to answer. Please try again.");
+          if (event.error) showError(event.error.message || gettext("The model failed to answer. Please try again."));
           if (event.done) final = event;
         }
       }
     } catch (err) {
-      if (err.name !== "AbortError") showError("The connection was lost. Check your network and try again.");
+      if (err.name !== "AbortError") showError(gettext("The connection was lost. Check your network and try again."));
     } finally {
       controller = null;
       setBusy(false);
@@ -167,12 +170,12 @@
       const tools = document.createElement("div");
       tools.className = "tools";
       const copy = document.createElement("button");
-      copy.type = "button"; copy.className = "link-button"; copy.textContent = "Copy";
+      copy.type = "button"; copy.className = "link-button"; copy.textContent = gettext("Copy");
       copy.addEventListener("click", () => copyText(item.dataset.text, copy));
       tools.appendChild(copy);
       if (role === "user" && id && config.loggedIn) {
         const edit = document.createElement("button");
-        edit.type = "button"; edit.className = "link-button"; edit.textContent = "Edit";
+        edit.type = "button"; edit.className = "link-button"; edit.textContent = gettext("Edit");
         edit.addEventListener("click", () => editMessage(item));
         tools.appendChild(edit);
       }
@@ -221,14 +224,14 @@
       li.dataset.id = id;
       const open = document.createElement("button");
       open.type = "button"; open.className = "link-button"; open.dataset.action = "open-chat"; open.dataset.id = id;
-      open.textContent = (title || "New chat").slice(0, 60);
+      open.textContent = (title || gettext("New chat")).slice(0, 60);
       li.appendChild(open);
       list.prepend(li);
     }
 
     async function openConversation(id) {
       const response = await fetch("/conversations/" + id + "/", { credentials: "same-origin" });
-      if (!response.ok) { showError("This conversation could not be opened."); return; }
+      if (!response.ok) { showError(gettext("This conversation could not be opened.")); return; }
       const data = await response.json();
       conversation = data.id;
       log.innerHTML = "";
@@ -239,7 +242,7 @@
     }
 
     function editMessage(item) {
-      const text = window.prompt("Edit your message", item.dataset.text);
+      const text = window.prompt(gettext("Edit your message"), item.dataset.text);
       if (text === null || !text.trim()) return;
       let node = item;
       while (node) { const next = node.nextSibling; node.remove(); node = next; }
@@ -277,7 +280,7 @@
       }
       if (action === "rename-chat") {
         const li = button.closest("li");
-        const title = window.prompt("New title", li.querySelector('[data-action="open-chat"]').textContent);
+        const title = window.prompt(gettext("New title"), li.querySelector('[data-action="open-chat"]').textContent);
         if (!title) return;
         const r = await fetch("/conversations/" + button.dataset.id + "/rename", {
           method: "POST", headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
@@ -285,7 +288,7 @@
         });
         if (r.ok) li.querySelector('[data-action="open-chat"]').textContent = (await r.json()).title;
       }
-      if (action === "delete-chat" && window.confirm("Delete this conversation?")) {
+      if (action === "delete-chat" && window.confirm(gettext("Delete this conversation?"))) {
         const r = await fetch("/conversations/" + button.dataset.id + "/delete", {
           method: "POST", headers: { "X-CSRFToken": csrfToken() }, credentials: "same-origin",
         });

@@ -1,9 +1,13 @@
-"""The Simplified Chinese interface is complete, and the committed .mo matches the .po it was compiled from."""
+"""The Simplified Chinese interface is complete, and the committed .mo matches the .po it was compiled from.
+
+Two catalogs: `django` (Python code and templates) and `djangojs` (static/js, served to the scripts by /jsi18n/)."""
 
 import ast
 import gettext
 import re
 from pathlib import Path
+
+import pytest
 
 LOCALE = Path(__file__).resolve().parents[2] / "locale" / "zh_Hans" / "LC_MESSAGES"
 
@@ -27,25 +31,41 @@ def po_entries(path: Path) -> dict[str, str]:
     return entries
 
 
-def test_every_message_is_translated():
-    entries = po_entries(LOCALE / "django.po")
-    assert len(entries) > 200
+DOMAINS = pytest.mark.parametrize("domain, at_least", [("django", 200), ("djangojs", 15)])
+
+
+@DOMAINS
+def test_every_message_is_translated(domain, at_least):
+    entries = po_entries(LOCALE / f"{domain}.po")
+    assert len(entries) > at_least
     missing = [msgid for msgid, msgstr in entries.items() if not msgstr]
     assert missing == []
-    assert "#, fuzzy" not in (LOCALE / "django.po").read_text(encoding="utf-8")
+    assert "#, fuzzy" not in (LOCALE / f"{domain}.po").read_text(encoding="utf-8")
 
 
-def test_compiled_catalog_matches_the_po_file():
-    with open(LOCALE / "django.mo", "rb") as fh:
+@DOMAINS
+def test_compiled_catalog_matches_the_po_file(domain, at_least):
+    with open(LOCALE / f"{domain}.mo", "rb") as fh:
         catalog = gettext.GNUTranslations(fh)
-    for msgid, msgstr in po_entries(LOCALE / "django.po").items():
-        assert catalog.gettext(msgid) == msgstr, f"django.mo is stale for {msgid!r}: run `make messages`"
+    for msgid, msgstr in po_entries(LOCALE / f"{domain}.po").items():
+        assert catalog.gettext(msgid) == msgstr, f"{domain}.mo is stale for {msgid!r}: run `make messages`"
 
 
-def test_placeholders_survive_translation():
-    for msgid, msgstr in po_entries(LOCALE / "django.po").items():
+@DOMAINS
+def test_placeholders_survive_translation(domain, at_least):
+    for msgid, msgstr in po_entries(LOCALE / f"{domain}.po").items():
         for pattern in (r"%\(\w+\)s", r"\{\{ ?\w+ ?\}\}"):
             assert sorted(re.findall(pattern, msgid)) == sorted(re.findall(pattern, msgstr)), msgid
+
+
+@pytest.mark.django_db
+def test_scripts_get_their_words_in_the_page_s_language(client):
+    """Every page loads the JavaScript catalog before its scripts; it answers in the visitor's language."""
+    html = client.get("/").content.decode()
+    assert html.index('src="/jsi18n/"') < html.index("</head>")
+    assert "\\u590d\\u5236" not in client.get("/jsi18n/").content.decode()  # English: no catalog to speak of
+    chinese = client.get("/jsi18n/", HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+    assert '"Copy": "\\u590d\\u5236"' in chinese and "globals.gettext = django.gettext" in chinese  # 复制
 
 
 def test_the_catalog_holds_every_string_of_the_code(tmp_path):
@@ -59,11 +79,13 @@ def test_the_catalog_holds_every_string_of_the_code(tmp_path):
     require(shutil.which("xgettext") is not None, "GNU gettext is not installed (apt-get install gettext)")
     root = LOCALE.parents[2]
     copy = tmp_path / "copy"
-    for name in ["apps", "templates", "store", "manage.py", "locale"]:
+    for name in ["apps", "templates", "store", "static", "manage.py", "locale"]:
         (shutil.copytree if (root / name).is_dir() else shutil.copy)(root / name, copy / name)
-    subprocess.run([sys.executable, "manage.py", "makemessages", "-l", "zh_Hans", "--no-obsolete"], cwd=copy, check=True,
-                   capture_output=True, env={**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "store.settings",
-                                             "STORE_DATA_DIR": str(tmp_path / "data")})
-    fresh = po_entries(copy / "locale" / "zh_Hans" / "LC_MESSAGES" / "django.po")
-    missing = [msgid for msgid, msgstr in fresh.items() if not msgstr]
-    assert missing == [], f"untranslated strings in the code: run `make messages` and translate {missing[:5]}"
+    for domain in ["django", "djangojs"]:
+        subprocess.run([sys.executable, "manage.py", "makemessages", "-d", domain, "-l", "zh_Hans", "--no-obsolete",
+                        "--ignore=static/vendor"], cwd=copy, check=True, capture_output=True,
+                       env={**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "store.settings",
+                            "STORE_DATA_DIR": str(tmp_path / "data")})
+        fresh = po_entries(copy / "locale" / "zh_Hans" / "LC_MESSAGES" / f"{domain}.po")
+        missing = [msgid for msgid, msgstr in fresh.items() if not msgstr]
+        assert missing == [], f"untranslated strings in the {domain} catalog: run `make messages` and translate {missing[:5]}"
