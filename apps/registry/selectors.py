@@ -1,4 +1,8 @@
-"""Reads of the registry, each scoped to what the caller may see (another user's private model is a 404)."""
+"""Reads of the registry, each scoped to what the caller may see.
+
+The `access_*` helpers are the one permission check of every face (pages, /api/v1, /v1): another user's
+private model is a NotFound (404), a model the caller sees but does not own is Forbidden (403) for writes.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db.models import Q, QuerySet
 
-from apps.core.errors import NotFound
+from apps.core.errors import Forbidden, NotFound
 from apps.registry.models import ModelAlias, ModelVersion, RegisteredModel
 from apps.registry.references import parse_reference
 
@@ -28,7 +32,7 @@ def registered_model_list(*, user) -> QuerySet[RegisteredModel]:
     )
 
 
-def registered_model_get(*, name: str, user) -> RegisteredModel:
+def access_registered_model(*, user, name: str) -> RegisteredModel:
     """The model named `name` if `user` may see it; NotFound otherwise (no hint that a private one exists)."""
     model = RegisteredModel.objects.filter(_visible_to(user), name=name).select_related("owner").first()
     if model is None:
@@ -36,11 +40,50 @@ def registered_model_get(*, name: str, user) -> RegisteredModel:
     return model
 
 
+# The former name; apps/api/openai_views.py still calls it.
+def registered_model_get(*, name: str, user) -> RegisteredModel:
+    return access_registered_model(user=user, name=name)
+
+
+def registered_model_require_owner(*, registered_model: RegisteredModel, user) -> RegisteredModel:
+    """Forbidden unless `user` owns the model (the store's own models have no owner: they change in the admin)."""
+    if registered_model.owner_id is None or user is None or registered_model.owner_id != user.pk:
+        raise Forbidden(
+            "Only a model's owner can change it; the store's own models change through the admin.", code="not_owner"
+        )
+    return registered_model
+
+
+def access_registered_model_owned(*, user, name: str) -> RegisteredModel:
+    """For writes: NotFound if `user` may not see the model, Forbidden if they see it but do not own it."""
+    return registered_model_require_owner(registered_model=access_registered_model(user=user, name=name), user=user)
+
+
+def model_version_numbered(
+    *, registered_model: RegisteredModel, number: int, ready_only: bool = False, param: str | None = None
+) -> ModelVersion:
+    """Version `number` of a model the caller already has access to; NotFound if it has none (or none ready)."""
+    versions = registered_model.versions.filter(number=number)
+    if ready_only:
+        versions = versions.filter(status=ModelVersion.Status.READY)
+    version = versions.select_related("base_version__registered_model").first()
+    if version is None:
+        raise NotFound(f"{registered_model.name} has no version {number}.", param=param, code="version_not_found")
+    version.registered_model = registered_model
+    return version
+
+
+def access_model_version(*, user, name: str, number: int, ready_only: bool = False) -> ModelVersion:
+    """Version `number` of the model `name`, if `user` may see the model; NotFound otherwise."""
+    model = access_registered_model(user=user, name=name)
+    return model_version_numbered(registered_model=model, number=number, ready_only=ready_only)
+
+
 def model_version_resolve(*, reference: str, user, check_access: bool = True) -> ModelVersion:
     """`<id>`, `<id>@<alias>` or `<id>@v<N>` → the ready ModelVersion it names."""
     ref = parse_reference(reference)
     if check_access:
-        model = registered_model_get(name=ref.model_id, user=user)
+        model = access_registered_model(user=user, name=ref.model_id)
     else:
         model = RegisteredModel.objects.filter(name=ref.model_id).first()
         if model is None:

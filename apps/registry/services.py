@@ -5,21 +5,40 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 import time
 import uuid
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import transaction
 from django.db.models import Max, ProtectedError, RestrictedError
 
 from apps.core.errors import Conflict, InvalidRequest, StoreError
 from apps.registry import artifacts
-from apps.registry.models import ModelAlias, ModelAliasMove, ModelVersion, RegisteredModel
+from apps.registry.models import (
+    ModelAlias,
+    ModelAliasMove,
+    ModelVersion,
+    RegisteredModel,
+)
 from apps.registry.references import DEFAULT_ALIAS
+from apps.registry.selectors import registered_model_require_owner
 
 logger = logging.getLogger(__name__)
 STAGING_PREFIX = ".staging-"
+
+# A reason to refuse deleting a model (None: no objection). The apps above the registry register theirs from
+# their AppConfig.ready() (the catalog: apps still run on the model), so the registry asks without importing them.
+DeletionGuard = Callable[[RegisteredModel], str | None]
+deletion_guards: list[DeletionGuard] = []
+
+
+def deletion_guard_register(guard: DeletionGuard) -> None:
+    if guard not in deletion_guards:  # registering twice is harmless
+        deletion_guards.append(guard)
 
 
 class ChecksumMismatch(StoreError):
@@ -73,71 +92,86 @@ def model_version_register(
 ) -> ModelVersion:
     """Register the folder `source_dir` as the next version of model `name` and point `aliases` at it.
 
-    The files are staged in a hidden folder, checksummed, then renamed into place inside the transaction that
-    creates the `ready` row: other processes see either nothing or a complete version. `move=True` takes the
-    source folder over instead of copying it (for a temporary folder the caller made).
+    The files are staged in a hidden folder, given a model card, checksummed, then renamed into place inside the
+    transaction that creates the `ready` row: other processes see either nothing or a complete version.
+    `move=True` takes the source folder over instead of copying it (for a temporary folder the caller made).
     """
     source_dir = Path(source_dir)
     artifacts.check_layout(source_dir, kind=kind)
     model = registered_model_get_or_create(name=name, owner=owner, visibility=visibility, description=description)
+    metrics = dict(metrics or {})
+    card = artifacts.render_model_card(
+        model_id=name,
+        base_model=base_model_card_id or (base_version.registered_model.name if base_version else None),
+        kind=kind,
+        description=description or model.description,
+        datasets=datasets,
+        metrics=metrics,
+        source=source,
+    )
     model_dir = _root() / model.folder
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = model_dir / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
     try:
-        if move:
-            try:
-                os.rename(source_dir, staging)
-            except OSError:  # another filesystem: copy instead
-                shutil.copytree(source_dir, staging)
-        else:
-            shutil.copytree(source_dir, staging)
-        metrics = dict(metrics or {})
-        artifacts.write_metrics(staging, metrics)
-        card_base = base_model_card_id or (base_version.registered_model.name if base_version else None)
-        (staging / artifacts.CARD_FILE).write_text(
-            artifacts.render_model_card(
-                model_id=name,
-                base_model=card_base,
-                kind=kind,
-                description=description or model.description,
-                datasets=datasets,
-                metrics=metrics,
-                source=source,
-            ),
-            encoding="utf-8",
+        _stage(source_dir, staging, move=move)
+        checksums = _seal(staging, metrics=metrics, card=card)
+        return _commit(
+            model,
+            staging,
+            aliases=aliases,
+            kind=kind,
+            base_version=base_version,
+            size_bytes=artifacts.folder_size(staging),
+            checksums=checksums,
+            metrics=metrics,
+            source=dict(source or {}),
+            created_by_job=created_by_job,
+            created_by=created_by,
         )
-        checksums = artifacts.compute_checksums(staging)
-        artifacts.write_checksums(staging, checksums)
-        artifacts.make_read_only(staging)
-        size = artifacts.folder_size(staging)
-        with transaction.atomic():
-            model = RegisteredModel.objects.select_for_update().get(pk=model.pk)
-            number = (model.versions.aggregate(n=Max("number"))["n"] or 0) + 1
-            final = model_dir / str(number)
-            if final.exists():
-                # Left by a registration whose commit failed after its rename: no row names it.
-                logger.warning("removing orphan version folder %s", final)
-                shutil.rmtree(final)
-            version = ModelVersion.objects.create(
-                registered_model=model,
-                number=number,
-                kind=kind,
-                base_version=base_version,
-                artifact_path=f"{model.folder}/{number}",
-                size_bytes=size,
-                checksums=checksums,
-                metrics=metrics,
-                source=dict(source or {}),
-                created_by_job=created_by_job,
-                created_by=created_by,
-            )
-            for alias in aliases:
-                model_alias_move(version=version, alias=alias, moved_by=created_by)
-            os.rename(staging, final)
-            # If the commit fails now, the folder is an orphan that the next registration removes.
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _stage(source_dir: Path, staging: Path, *, move: bool) -> None:
+    """Put the files in the hidden staging folder: moved when asked and possible, copied otherwise."""
+    if move:
+        try:
+            os.rename(source_dir, staging)
+            return
+        except OSError:  # another filesystem: copy instead
+            pass
+    shutil.copytree(source_dir, staging)
+
+
+def _seal(staging: Path, *, metrics: dict, card: str) -> dict[str, str]:
+    """Add the metrics and the model card, checksum every file and make the folder read-only: the version's
+    files never change from here on. Returns the checksums."""
+    artifacts.write_metrics(staging, metrics)
+    (staging / artifacts.CARD_FILE).write_text(card, encoding="utf-8")
+    checksums = artifacts.compute_checksums(staging)
+    artifacts.write_checksums(staging, checksums)
+    artifacts.make_read_only(staging)
+    return checksums
+
+
+def _commit(model: RegisteredModel, staging: Path, *, aliases: tuple[str, ...], **fields) -> ModelVersion:
+    """Number the version, create its ready row, move the aliases and rename the staged folder into place."""
+    with transaction.atomic():
+        model = RegisteredModel.objects.select_for_update().get(pk=model.pk)
+        number = (model.versions.aggregate(n=Max("number"))["n"] or 0) + 1
+        final = staging.parent / str(number)
+        if final.exists():
+            # Left by a registration whose commit failed after its rename: no row names it.
+            logger.warning("removing orphan version folder %s", final)
+            shutil.rmtree(final)
+        version = ModelVersion.objects.create(
+            registered_model=model, number=number, artifact_path=f"{model.folder}/{number}", **fields
+        )
+        for alias in aliases:
+            model_alias_move(version=version, alias=alias, moved_by=fields.get("created_by"))
+        os.rename(staging, final)
+        # If the commit fails now, the folder is an orphan that the next registration removes.
     return version
 
 
@@ -199,23 +233,17 @@ def staging_cleanup(*, older_than_s: float = 3600.0) -> list[Path]:
 def model_version_archive(*, version: ModelVersion, merged: bool = False) -> Path:
     """A zip of the version folder, in a temporary file the caller removes. `merged=True` (LoRA only): the
     adapter applied to its base and saved as full weights, loadable without PEFT."""
-    import tempfile
-    import zipfile
-
     work = Path(tempfile.mkdtemp(prefix="download-"))
     source = version.path
     if merged:
         if version.kind != ModelVersion.Kind.LORA or version.base_version is None:
             raise InvalidRequest("Only a LoRA adapter has merged weights to download.")
-        import torch
-        from peft import PeftModel
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        # Imported here, not above (no cycle involved): the loader brings torch, transformers and peft, which
+        # the web tier needs for this download alone and must not import for every other request.
+        from apps.inference.loading import save_merged
 
-        base = AutoModelForCausalLM.from_pretrained(version.base_version.path, dtype=torch.float32, use_safetensors=True)
-        model = PeftModel.from_pretrained(base, version.path).merge_and_unload()
         source = work / "merged"
-        model.save_pretrained(source, safe_serialization=True)
-        AutoTokenizer.from_pretrained(version.base_version.path).save_pretrained(source)
+        save_merged(version.base_version.path, version.path, source)
     archive = work / "model.zip"
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as zf:  # weights do not compress
         for path in sorted(source.rglob("*")):
@@ -225,15 +253,10 @@ def model_version_archive(*, version: ModelVersion, merged: bool = False) -> Pat
 
 
 def registered_model_delete_owned(*, registered_model: RegisteredModel, user) -> None:
-    """A user deletes one of their fine-tunes; refused while one of their apps runs on it."""
-    from apps.catalog.models import StoreApp
-
-    if registered_model.owner_id != user.pk:
-        raise Conflict("Only the owner can delete a model.")
-    users = StoreApp.objects.filter(
-        models.Q(model_reference=registered_model.name) | models.Q(model_reference__startswith=f"{registered_model.name}@")
-    )
-    if users.exists():
-        names = ", ".join(users.values_list("name", flat=True)[:5])
-        raise Conflict(f"Apps run on this model ({names}): point them at another model first.")
+    """A user deletes one of their models; refused (Conflict) while a deletion guard gives a reason."""
+    registered_model_require_owner(registered_model=registered_model, user=user)
+    for guard in deletion_guards:
+        reason = guard(registered_model)
+        if reason:
+            raise Conflict(reason)
     registered_model_delete(registered_model=registered_model)

@@ -97,5 +97,21 @@ def test_deleting_a_fine_tune_is_refused_while_an_app_runs_on_it(client, user, o
         client.post("/models/ft:smollm2-135m-instruct:u::ftjob-d/delete")
     assert not RegisteredModel.objects.filter(name="ft:smollm2-135m-instruct:u::ftjob-d").exists()
     assert not (registry_root / "ft_smollm2-135m-instruct_u__ftjob-d").exists()
-    assert client.post("/models/smollm2-135m-instruct/delete", follow=True).status_code == 200
-    assert RegisteredModel.objects.filter(name="smollm2-135m-instruct").exists()  # the store's own: nobody's to delete
+    # The store's own model: visible to all, nobody's to delete (403, as the API answers).
+    assert client.post("/models/smollm2-135m-instruct/delete").status_code == 403
+    assert RegisteredModel.objects.filter(name="smollm2-135m-instruct").exists()
+
+
+def test_a_visible_model_of_someone_else_is_a_403_to_delete_and_a_private_one_a_404(client, user, other_user, tmp_path):
+    from apps.registry.models import RegisteredModel
+    from apps.registry.services import model_version_register
+
+    model_version_register(name="shared", source_dir=make_source(tmp_path, name="a"), owner=user,
+                           visibility=RegisteredModel.Visibility.PUBLIC)
+    model_version_register(name="secret", source_dir=make_source(tmp_path, name="b"), owner=user)
+    client.force_login(other_user)
+    assert client.post("/models/shared/delete").status_code == 403
+    assert client.post("/models/secret/delete").status_code == 404
+    assert client.get("/models/shared/v1/").status_code == 200
+    assert client.get("/models/secret/v1/").status_code == 404
+    assert RegisteredModel.objects.filter(name__in=["shared", "secret"]).count() == 2
