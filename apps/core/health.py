@@ -1,4 +1,9 @@
-"""Health checks behind /healthz: database, broker, registry and workers, each ok or an error with detail."""
+"""Health checks behind /healthz, each ok or an error with detail.
+
+Core runs the checks and owns those of the shared services (database, broker, workers); each app registers its
+own from its AppConfig.ready() with `health_check_register` (the registry: its root and its version folders),
+so core imports no domain app. Import this module only once the app registry is ready (it reads core's models).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,9 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
+
+from apps.core.models import WorkerHeartbeat
+from store.celery import app as celery_app
 
 
 @dataclass(frozen=True)
@@ -28,26 +36,13 @@ def check_database() -> CheckResult:
 
 
 def check_broker() -> CheckResult:
-    from store.celery import app
-
-    with app.connection_for_write() as conn:
+    with celery_app.connection_for_write() as conn:
         # One quick try: a health check must answer fast, not wait out kombu's retry schedule.
         conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
         return CheckResult(True, conn.as_uri())  # as_uri() masks any password
 
 
-def check_registry() -> CheckResult:
-    from apps.registry.selectors import registry_problems
-
-    problems = registry_problems()
-    if problems:
-        return CheckResult(False, "; ".join(problems))
-    return CheckResult(True, str(settings.MODELS_REGISTRY_ROOT))
-
-
 def check_worker() -> CheckResult:
-    from apps.core.models import WorkerHeartbeat
-
     fresh_since = timezone.now() - timedelta(seconds=settings.WORKER_HEARTBEAT_STALE_AFTER)
     served: dict[str, list[str]] = {}
     for beat in WorkerHeartbeat.objects.filter(last_seen__gte=fresh_since):
@@ -60,12 +55,18 @@ def check_worker() -> CheckResult:
     return CheckResult(True, "; ".join(f"{q}: {', '.join(sorted(served[q]))}" for q in wanted))
 
 
-CHECKS: dict[str, Callable[[], CheckResult]] = {
-    "database": check_database,
-    "broker": check_broker,
-    "registry": check_registry,
-    "worker": check_worker,
-}
+HealthCheck = Callable[[], CheckResult]
+CHECKS: dict[str, HealthCheck] = {}
+
+
+def health_check_register(name: str, check: HealthCheck) -> None:
+    """Add (or replace) the check reported under `name`; the report lists checks in the order they came."""
+    CHECKS[name] = check
+
+
+health_check_register("database", check_database)
+health_check_register("broker", check_broker)
+health_check_register("worker", check_worker)
 
 
 def health_report() -> tuple[bool, dict]:

@@ -5,3 +5,10 @@ class RegistryConfig(AppConfig):
     name = "apps.registry"
     label = "registry"
     verbose_name = "Model registry"
+
+    def ready(self):
+        # Imported here: these modules import models, which cannot load before the app registry is ready.
+        from apps.core.health import health_check_register
+        from apps.registry.health import check_registry
+
+        health_check_register("registry", check_registry)

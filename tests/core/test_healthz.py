@@ -27,6 +27,30 @@ def test_healthz_ok_when_everything_is_up(client, tiny_version):
 
 
 @pytest.mark.django_db
+def test_apps_register_their_own_checks(client, tiny_version, monkeypatch):
+    from apps.core import health
+
+    fresh_heartbeats()
+    monkeypatch.setattr(health, "CHECKS", dict(health.CHECKS))
+    health.health_check_register("extra", lambda: health.CheckResult(False, "down for a test"))
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["extra"] == {"status": "error", "detail": "down for a test"}
+    assert response.json()["checks"]["registry"]["status"] == "ok"  # registered by the registry app
+
+
+def test_core_health_imports_no_domain_app():
+    import ast
+    from pathlib import Path
+
+    from apps.core import health
+
+    for node in ast.walk(ast.parse(Path(health.__file__).read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("apps."):
+            assert node.module.startswith("apps.core"), node.module
+
+
+@pytest.mark.django_db
 def test_healthz_needs_no_login(client, tiny_version, django_user_model):
     fresh_heartbeats()
     assert client.get("/healthz").status_code == 200
