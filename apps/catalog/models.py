@@ -15,6 +15,11 @@ from apps.core.models import TimeStampedModel
 USER_MODEL = settings.AUTH_USER_MODEL
 
 
+def default_model_reference() -> str:
+    """The base model at its `latest` alias: what a new app runs on unless its creator picks another."""
+    return f"{settings.BASE_MODEL_ID}@latest"
+
+
 class Category(models.Model):
     slug = models.SlugField(unique=True)
     name = models.CharField(max_length=80)
@@ -62,7 +67,7 @@ class StoreApp(TimeStampedModel):
     )
     input_fields = models.JSONField(default=list, blank=True)
     conversation_starters = models.JSONField(default=list, blank=True)
-    model_reference = models.CharField(_("model"), max_length=300, default="smollm2-135m-instruct@latest")
+    model_reference = models.CharField(_("model"), max_length=300, default=default_model_reference)
     temperature = models.FloatField(default=0.7, validators=[MinValueValidator(0), MaxValueValidator(2)])
     top_p = models.FloatField(default=0.9, validators=[MinValueValidator(0.01), MaxValueValidator(1)])
     max_tokens = models.PositiveIntegerField(default=256, validators=[MinValueValidator(1), MaxValueValidator(2048)])

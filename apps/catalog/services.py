@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from apps.catalog import builtin
-from apps.catalog.models import VERSIONED_FIELDS, AppVersion, Category, Report, Review, StoreApp
+from apps.catalog.models import VERSIONED_FIELDS, AppVersion, Category, Report, Review, StoreApp, default_model_reference
 from apps.core.errors import Conflict, InvalidRequest, NotFound
 from apps.registry.selectors import model_version_resolve
 
@@ -69,7 +69,7 @@ def _clean(data: dict, *, user) -> dict:
     if len(starters) > MAX_STARTERS:
         raise InvalidRequest(f"At most {MAX_STARTERS} conversation starters.", param="conversation_starters")
     data["conversation_starters"] = [s[:200] for s in starters]
-    reference = data.get("model_reference") or "smollm2-135m-instruct@latest"
+    reference = data.get("model_reference") or default_model_reference()
     model_version_resolve(reference=reference, user=user)  # NotFound for a model the creator may not use
     data["model_reference"] = reference
     if data.get("kind") == StoreApp.Kind.GENERATOR:
