@@ -175,8 +175,16 @@ INFERENCE_MAX_BATCH = env.int("INFERENCE_MAX_BATCH", default=16)
 INFERENCE_REMOTE_BASE_URL = env.str("INFERENCE_REMOTE_BASE_URL", default="")
 INFERENCE_REMOTE_API_KEY = env.str("INFERENCE_REMOTE_API_KEY", default="")
 INFERENCE_REMOTE_CONTEXT = env.int("INFERENCE_REMOTE_CONTEXT", default=8192)  # the remote model's context (tokens)
-# Anonymous visitors may try the built-in apps this many times per browser session.
+# Anonymous visitors may try the built-in apps this many times an hour per client address, and all anonymous
+# visitors together ANON_TRIAL_GLOBAL_RUNS times an hour (server-side counters: dropping cookies changes nothing).
 ANON_TRIAL_RUNS = env.int("ANON_TRIAL_RUNS", default=10)
+ANON_TRIAL_TOKENS = env.int("ANON_TRIAL_TOKENS", default=20_000)
+ANON_TRIAL_GLOBAL_RUNS = env.int("ANON_TRIAL_GLOBAL_RUNS", default=500)
+ANON_TRIAL_GLOBAL_TOKENS = env.int("ANON_TRIAL_GLOBAL_TOKENS", default=1_000_000)
+# Reverse proxies whose X-Forwarded-For is believed (comma-separated IP addresses); none by default.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+# Sign-ups per client address per hour, so that new accounts are no way around the per-user limits.
+SIGNUP_PER_ADDRESS_PER_HOUR = env.int("SIGNUP_PER_ADDRESS_PER_HOUR", default=5)
 
 # --- Celery ------------------------------------------------------------------------------------------------
 BROKER_DIR = DATA_DIR / "broker"

@@ -1,6 +1,7 @@
-"""Request and token limits per API key and per user, on counters that hold under concurrent clients.
+"""Request and token limits per API key, per user and per anonymous address, on counters that hold under
+concurrent clients.
 
-Each scope has one row per fixed window (a minute). Taking a request is a single conditional UPDATE
+Each scope has one row per fixed window (a minute for keys and users, an hour for anonymous trials). Taking a request is a single conditional UPDATE
 (`requests < limit`), so two clients can never both take the last request: the database serializes them.
 Tokens are known once a generation ends; they are added then, and a scope over its token budget is refused at its
 next request until the window turns.
@@ -8,6 +9,7 @@ next request until the window turns.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -25,8 +27,9 @@ class RateLimited(StoreError):
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
 
-    def __init__(self, message: str, *, retry_after: int, headers: dict):
+    def __init__(self, message: str, *, retry_after: int, headers: dict, scope: str = ""):
         super().__init__(message)
+        self.scope = scope  # the quota that refused
         self.retry_after = retry_after
         self.headers = {**headers, "Retry-After": str(retry_after)}
 
@@ -36,10 +39,14 @@ class Quota:
     scope: str
     requests: int
     tokens: int
+    window: int = 0  # seconds; 0: settings.RATE_LIMIT_WINDOW_SECONDS
+
+    @property
+    def seconds(self) -> int:
+        return self.window or settings.RATE_LIMIT_WINDOW_SECONDS
 
 
-def _window(now: datetime) -> datetime:
-    seconds = settings.RATE_LIMIT_WINDOW_SECONDS
+def _window(now: datetime, seconds: int) -> datetime:
     return datetime.fromtimestamp(now.timestamp() // seconds * seconds, tz=now.tzinfo)
 
 
@@ -58,14 +65,39 @@ def quotas_for(*, user, api_key) -> list[Quota]:
     return quotas
 
 
+def client_address(meta: dict) -> str:
+    """The client's IP address. Behind a reverse proxy named in TRUSTED_PROXIES, the right-most address of
+    X-Forwarded-For that is not a trusted proxy (the ones left of it are whatever the client chose to send);
+    otherwise the connection's own address, so that a forged header changes nothing."""
+    remote = meta.get("REMOTE_ADDR", "") or "unknown"
+    if remote not in settings.TRUSTED_PROXIES:
+        return remote
+    for candidate in reversed([a.strip() for a in meta.get("HTTP_X_FORWARDED_FOR", "").split(",")]):
+        try:
+            address = str(ipaddress.ip_address(candidate))
+        except ValueError:
+            break  # a proxy we trust wrote garbage: fall back to the proxy's own address
+        if address not in settings.TRUSTED_PROXIES:
+            return address
+    return remote
+
+
+def anonymous_quotas(*, address: str) -> list[Quota]:
+    """Trials without an account: per client address and for all anonymous visitors together, per hour."""
+    return [
+        Quota(f"anon:{address}", settings.ANON_TRIAL_RUNS, settings.ANON_TRIAL_TOKENS, window=3600),
+        Quota("anon:*", settings.ANON_TRIAL_GLOBAL_RUNS, settings.ANON_TRIAL_GLOBAL_TOKENS, window=3600),
+    ]
+
+
 def request_take(*, quotas: list[Quota]) -> dict:
     """Count one request against every quota, or refuse it (RateLimited) without counting it anywhere."""
     now = timezone.now()
-    start = _window(now)
-    reset = int((start + timedelta(seconds=settings.RATE_LIMIT_WINDOW_SECONDS) - now).total_seconds()) + 1
     headers = {}
     with transaction.atomic():
         for quota in quotas:
+            start = _window(now, quota.seconds)
+            reset = int((start + timedelta(seconds=quota.seconds) - now).total_seconds()) + 1
             counter = _counter(quota.scope, start)
             won = RateWindow.objects.filter(pk=counter.pk, requests__lt=quota.requests, tokens__lt=quota.tokens).update(
                 requests=F("requests") + 1
@@ -83,14 +115,14 @@ def request_take(*, quotas: list[Quota]) -> dict:
                 what = "requests" if counter.requests >= quota.requests else "tokens"
                 kind = "API key" if quota.scope.startswith("key:") else "account"
                 raise RateLimited(
-                    f"Rate limit reached for this {kind}: {getattr(quota, what)} {what} per {settings.RATE_LIMIT_WINDOW_SECONDS} s. "
+                    f"Rate limit reached for this {kind}: {getattr(quota, what)} {what} per {quota.seconds} s. "
                     f"Try again in {reset} s.",
-                    retry_after=reset, headers=headers,
+                    retry_after=reset, headers=headers, scope=quota.scope,
                 )
     return headers
 
 
 def tokens_add(*, quotas: list[Quota], tokens: int) -> None:
-    start = _window(timezone.now())
+    now = timezone.now()
     for quota in quotas:
-        RateWindow.objects.filter(scope=quota.scope, window_start=start).update(tokens=F("tokens") + tokens)
+        RateWindow.objects.filter(scope=quota.scope, window_start=_window(now, quota.seconds)).update(tokens=F("tokens") + tokens)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from django.conf import settings
 from django.db import transaction
 
-from apps.accounts.limits import Quota, quotas_for, request_take, tokens_add
+from apps.accounts.limits import Quota, RateLimited, anonymous_quotas, quotas_for, request_take, tokens_add
 from apps.catalog.models import StoreApp
 from apps.chat import prompts
 from apps.chat.conversations import chat_turns_read, chat_turns_write
@@ -36,16 +36,21 @@ from apps.inference.types import GenerationRequest, GenerationResult, InferenceE
 
 class TrialLimitReached(StoreError):
     status = 429
+    type = "rate_limit_error"
     code = "trial_limit"
+
+    def __init__(self, message: str, *, headers: dict):
+        super().__init__(message)
+        self.headers = headers
 
 
 @dataclass(frozen=True)
 class Caller:
-    """Who runs: a user (maybe anonymous), the API key of a program, the browser session of a visitor."""
+    """Who runs: a user (maybe anonymous), the API key of a program, the client's address (anonymous trials)."""
 
     user: object
     api_key: object = None
-    session: object = None
+    address: str = ""
 
 
 @dataclass
@@ -152,18 +157,22 @@ def _app_sampling(app: StoreApp, prompt: prompts.Prompt) -> SamplingParams:
 
 
 def _admit(caller: Caller) -> tuple[list[Quota], dict]:
-    """Take one request from the caller's quotas (a 429 when over one), or one anonymous trial."""
+    """Take one request from the caller's quotas (a 429 when over one): a user's and their key's, or an anonymous
+    visitor's trials, counted per address and for all visitors on the server (not in a cookie they can drop)."""
     if caller.user.is_authenticated:
         quotas = quotas_for(user=caller.user, api_key=caller.api_key)
         return quotas, request_take(quotas=quotas)
-    session = caller.session
-    used = session.get("trial_runs", 0) if session is not None else settings.ANON_TRIAL_RUNS
-    if used >= settings.ANON_TRIAL_RUNS:
-        raise TrialLimitReached(
-            f"You have used your {settings.ANON_TRIAL_RUNS} free tries. Sign up (it is free) to keep going."
-        )
-    session["trial_runs"] = used + 1
-    return [], {}
+    quotas = anonymous_quotas(address=caller.address or "unknown")
+    try:
+        return quotas, request_take(quotas=quotas)
+    except RateLimited as exc:
+        if exc.scope == "anon:*":
+            message = (f"Free tries without an account are used up for now (try again in {exc.retry_after // 60 + 1} min). "
+                       "Sign up (it is free) to keep going.")
+        else:
+            message = (f"You have used your {settings.ANON_TRIAL_RUNS} free tries this hour. "
+                       "Sign up (it is free) to keep going.")
+        raise TrialLimitReached(message, headers=exc.headers) from None
 
 
 def _start(request: GenerationRequest, n: int) -> list:

@@ -13,6 +13,7 @@ from django.http import JsonResponse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
+from apps.accounts.limits import client_address
 from apps.catalog.access import access_app, access_app_owned
 from apps.chat.conversations import access_conversation, conversation_delete, conversation_rename
 from apps.chat.services import Caller, app_run_start, run_app_events
@@ -37,7 +38,7 @@ def _error(exc: StoreError) -> JsonResponse:
 def _stream_run(request, find_app):
     """Start the app that `find_app()` returns and stream its answer; bad input is a JSON 4xx instead."""
     try:
-        run = app_run_start(caller=Caller(request.user, session=request.session), app=find_app(),
+        run = app_run_start(caller=Caller(request.user, address=client_address(request.META)), app=find_app(),
                             inputs=_json_body(request))
     except StoreError as exc:  # the engine's errors included
         return _error(exc)

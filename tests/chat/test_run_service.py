@@ -138,3 +138,52 @@ def test_a_refused_chat_run_leaves_the_conversation_as_it_was(client, user, stor
     bad = client.post("/apps/chatbot/run", data=json.dumps({"conversation": "not-a-number", "message": "x"}),
                       content_type="application/json")
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "conversation"
+
+
+def anonymous_run(client, **meta):
+    return client.post("/apps/translator/run", data=json.dumps({"text": TEXT, "source": "English", "target": "German"}),
+                       content_type="application/json", **meta)
+
+
+def test_anonymous_trials_are_counted_per_address_on_the_server(client, store, settings):
+    """Dropping the session cookie (a fresh client each time) gives no more tries; another address has its own."""
+    from django.test import Client
+
+    settings.ANON_TRIAL_RUNS = 2
+    for _ in range(2):
+        response = anonymous_run(Client(), REMOTE_ADDR="203.0.113.7")
+        assert response.status_code == 200
+        b"".join(response.streaming_content)
+    refused = anonymous_run(Client(), REMOTE_ADDR="203.0.113.7")
+    assert refused.status_code == 429
+    error = refused.json()["error"]
+    assert error["code"] == "trial_limit" and "Sign up" in error["message"] and int(refused["Retry-After"]) >= 1
+    assert anonymous_run(Client(), REMOTE_ADDR="203.0.113.8").status_code == 200
+    from django.contrib.sessions.models import Session
+
+    assert Session.objects.count() == 0  # trials write no session rows
+
+
+def test_a_forwarded_address_counts_only_from_a_trusted_proxy(client, store, settings):
+    from django.test import Client
+
+    settings.ANON_TRIAL_RUNS = 1
+    forged = {"REMOTE_ADDR": "203.0.113.9", "HTTP_X_FORWARDED_FOR": "198.51.100.1"}
+    assert anonymous_run(Client(), **forged).status_code == 200
+    # Not a trusted proxy: a new forged header is no new address.
+    assert anonymous_run(Client(), **(forged | {"HTTP_X_FORWARDED_FOR": "198.51.100.2"})).status_code == 429
+    settings.TRUSTED_PROXIES = ["10.0.0.2"]
+    proxied = {"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": "evil, 198.51.100.3"}
+    assert anonymous_run(Client(), **proxied).status_code == 200
+    assert anonymous_run(Client(), **proxied).status_code == 429  # the same client behind the proxy
+    assert anonymous_run(Client(), **(proxied | {"HTTP_X_FORWARDED_FOR": "198.51.100.4"})).status_code == 200
+
+
+def test_all_anonymous_trials_share_a_global_budget(client, store, settings):
+    from django.test import Client
+
+    settings.ANON_TRIAL_GLOBAL_RUNS = 2
+    for i in range(2):
+        assert anonymous_run(Client(), REMOTE_ADDR=f"192.0.2.{i + 1}").status_code == 200
+    refused = anonymous_run(Client(), REMOTE_ADDR="192.0.2.50")
+    assert refused.status_code == 429 and "used up" in refused.json()["error"]["message"]
