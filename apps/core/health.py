@@ -3,6 +3,9 @@
 Core runs the checks and owns those of the shared services (database, broker, workers); each app registers its
 own from its AppConfig.ready() with `health_check_register` (the registry: its root and its version folders),
 so core imports no domain app. Import this module only once the app registry is ready (it reads core's models).
+
+A check's detail may name paths, hostnames, broker addresses and private models: /healthz shows it to staff
+only; everyone else gets each check's status alone (`health_report(with_details=False)`).
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ class CheckResult:
     ok: bool
     detail: str
 
-    def as_dict(self) -> dict:
-        return {"status": "ok" if self.ok else "error", "detail": self.detail}
+    def as_dict(self, *, with_details: bool = True) -> dict:
+        status = {"status": "ok" if self.ok else "error"}
+        return {**status, "detail": self.detail} if with_details else status
 
 
 def check_database() -> CheckResult:
@@ -69,14 +73,17 @@ health_check_register("broker", check_broker)
 health_check_register("worker", check_worker)
 
 
-def health_report() -> tuple[bool, dict]:
-    """Run every check; one that raises counts as failed with the exception's text."""
+def health_report(*, with_details: bool = True) -> tuple[bool, dict]:
+    """Run every check; one that raises counts as failed with the exception's text.
+
+    `with_details=False`: each check's status alone, with no detail (nothing private: see the docstring above).
+    """
     checks = {}
     for name, check in CHECKS.items():
         try:
             result = check()
         except Exception as exc:  # noqa: BLE001 - a health check reports every failure, whatever it is
             result = CheckResult(False, f"{type(exc).__name__}: {exc}")
-        checks[name] = result.as_dict()
+        checks[name] = result.as_dict(with_details=with_details)
     healthy = all(c["status"] == "ok" for c in checks.values())
     return healthy, {"status": "ok" if healthy else "degraded", "checks": checks}

@@ -11,7 +11,8 @@ from apps.core.health import health_report
 @never_cache
 @require_GET
 def healthz(request):
-    healthy, report = health_report()
+    """Every check's status for anyone (load balancers, `make run`); what each found for staff only."""
+    healthy, report = health_report(with_details=request.user.is_staff)
     return JsonResponse(report, status=200 if healthy else 503)
 
 

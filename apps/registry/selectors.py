@@ -6,6 +6,7 @@ private model is a NotFound (404), a model the caller sees but does not own is F
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from django.conf import settings
@@ -110,10 +111,12 @@ def registry_problems() -> list[str]:
     problems = []
     if not root.is_dir():
         return [f"registry root {root} does not exist"]
-    probe = root / ".healthz-probe"
     try:
-        probe.write_bytes(b"ok")
-        probe.unlink()
+        # A file of its own per probe: concurrent checks (several web processes, a load balancer's probes) each
+        # write and remove their own, never one another's.
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".healthz-probe-") as probe:
+            probe.write(b"ok")
+            probe.flush()
     except OSError as exc:
         problems.append(f"registry root {root} is not writable ({exc.strerror})")
     base = ModelAlias.objects.filter(registered_model__name=settings.BASE_MODEL_ID, name="latest").select_related(

@@ -14,6 +14,13 @@ def fresh_heartbeats():
         WorkerHeartbeat.objects.create(hostname=f"{queue}@test", queues=[queue], pid=1, started_at=now, last_seen=now)
 
 
+@pytest.fixture
+def staff_client(client, django_user_model):
+    """/healthz shows what each check found to staff only."""
+    client.force_login(django_user_model.objects.create_user("ops", password="x", is_staff=True))
+    return client
+
+
 @pytest.mark.django_db
 def test_healthz_ok_when_everything_is_up(client, tiny_version):
     fresh_heartbeats()
@@ -22,18 +29,19 @@ def test_healthz_ok_when_everything_is_up(client, tiny_version):
     assert response.status_code == 200, body
     assert body["status"] == "ok"
     assert set(body["checks"]) == {"database", "broker", "registry", "worker"}
-    assert all(c["status"] == "ok" for c in body["checks"].values())
+    # Anonymous: each check's status alone, no detail.
+    assert all(c == {"status": "ok"} for c in body["checks"].values()), body
     assert response["Cache-Control"].startswith("max-age=0")
 
 
 @pytest.mark.django_db
-def test_apps_register_their_own_checks(client, tiny_version, monkeypatch):
+def test_apps_register_their_own_checks(staff_client, tiny_version, monkeypatch):
     from apps.core import health
 
     fresh_heartbeats()
     monkeypatch.setattr(health, "CHECKS", dict(health.CHECKS))
     health.health_check_register("extra", lambda: health.CheckResult(False, "down for a test"))
-    response = client.get("/healthz")
+    response = staff_client.get("/healthz")
     assert response.status_code == 503
     assert response.json()["checks"]["extra"] == {"status": "error", "detail": "down for a test"}
     assert response.json()["checks"]["registry"]["status"] == "ok"  # registered by the registry app
@@ -57,9 +65,9 @@ def test_healthz_needs_no_login(client, tiny_version, django_user_model):
 
 
 @pytest.mark.django_db
-def test_healthz_degraded_without_base_model(client):
+def test_healthz_degraded_without_base_model(staff_client):
     fresh_heartbeats()
-    response = client.get("/healthz")
+    response = staff_client.get("/healthz")
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "degraded"
@@ -69,27 +77,27 @@ def test_healthz_degraded_without_base_model(client):
 
 
 @pytest.mark.django_db
-def test_healthz_degraded_when_registry_root_is_gone(client, tiny_version, settings, tmp_path):
+def test_healthz_degraded_when_registry_root_is_gone(staff_client, tiny_version, settings, tmp_path):
     fresh_heartbeats()
     settings.MODELS_REGISTRY_ROOT = tmp_path / "unmounted-volume"
-    response = client.get("/healthz")
+    response = staff_client.get("/healthz")
     assert response.status_code == 503
     assert "does not exist" in response.json()["checks"]["registry"]["detail"]
 
 
 @pytest.mark.django_db
-def test_healthz_degraded_when_a_version_folder_is_missing(client, tiny_version, registry_root):
+def test_healthz_degraded_when_a_version_folder_is_missing(staff_client, tiny_version, registry_root):
     import shutil
 
     fresh_heartbeats()
     shutil.rmtree(tiny_version.path)
-    response = client.get("/healthz")
+    response = staff_client.get("/healthz")
     assert response.status_code == 503
     assert "smollm2-135m-instruct@v1" in response.json()["checks"]["registry"]["detail"]
 
 
 @pytest.mark.django_db
-def test_healthz_degraded_when_broker_is_down(client, tiny_version, monkeypatch):
+def test_healthz_degraded_when_broker_is_down(staff_client, tiny_version, monkeypatch):
     from store.celery import app
 
     fresh_heartbeats()
@@ -98,7 +106,7 @@ def test_healthz_degraded_when_broker_is_down(client, tiny_version, monkeypatch)
     monkeypatch.setitem(app.conf, "broker_write_url", "redis://127.0.0.1:1/0")
     monkeypatch.setitem(app.conf, "broker_transport_options", {})
     started = time.monotonic()
-    response = client.get("/healthz")
+    response = staff_client.get("/healthz")
     assert time.monotonic() - started < 10  # a health check answers quickly even with the broker gone
     assert response.status_code == 503
     broker = response.json()["checks"]["broker"]
@@ -106,26 +114,26 @@ def test_healthz_degraded_when_broker_is_down(client, tiny_version, monkeypatch)
 
 
 @pytest.mark.django_db
-def test_healthz_degraded_without_a_live_worker(client, tiny_version):
+def test_healthz_degraded_without_a_live_worker(staff_client, tiny_version):
     old = timezone.now() - timedelta(minutes=10)
     WorkerHeartbeat.objects.create(hostname="gone@test", queues=["celery", "gpu"], pid=1, started_at=old, last_seen=old)
     WorkerHeartbeat.objects.create(
         hostname="cpu@test", queues=["celery"], pid=1, started_at=timezone.now(), last_seen=timezone.now()
     )
-    response = client.get("/healthz")
+    response = staff_client.get("/healthz")
     assert response.status_code == 503
     assert response.json()["checks"]["worker"]["detail"] == "no live worker consumes the queue(s): gpu"
 
 
 @pytest.mark.django_db(transaction=True)
-def test_real_worker_heartbeats_and_runs_a_task(client, tiny_version, registry_root, tmp_path):
+def test_real_worker_heartbeats_and_runs_a_task(staff_client, tiny_version, registry_root, tmp_path):
     """A real Celery worker process on the configured broker: /healthz turns ok, and a task runs through it."""
     import os
 
     from apps.registry.tasks import staging_cleanup
 
     with celery_worker(log_path=tmp_path / "worker.log"):
-        response = client.get("/healthz")
+        response = staff_client.get("/healthz")
         assert response.status_code == 200, response.json()
         assert "test-" in response.json()["checks"]["worker"]["detail"]
 
@@ -137,3 +145,87 @@ def test_real_worker_heartbeats_and_runs_a_task(client, tiny_version, registry_r
     # The worker removes its heartbeat when it stops.
     wait_for(lambda: not WorkerHeartbeat.objects.filter(hostname__startswith="test-").exists(), timeout=10,
              what="the heartbeat to go")
+
+
+PRIVATE_FINE_TUNE = "ft:smollm2-135m-instruct:alice:secret-project:ftjob-hidden"
+
+
+@pytest.fixture
+def everything_failing_with_private_details(tiny_version, tiny_hf_dir, settings, tmp_path, monkeypatch, user):
+    """Every check fails with details that name private things: a registry root path that does not exist, a
+    private fine-tune whose folder is gone, a broker URL with a password, a worker's hostname."""
+    import shutil
+
+    from apps.registry.services import model_version_register
+    from store.celery import app
+
+    version = model_version_register(name=PRIVATE_FINE_TUNE, source_dir=tiny_hf_dir, owner=user)
+    shutil.rmtree(version.path)
+    now = timezone.now()
+    WorkerHeartbeat.objects.create(hostname="celery@db-internal-7.corp.example", queues=["celery"], pid=4242,
+                                   started_at=now, last_seen=now)
+    broker = "redis://store:hunter2-broker-password@10.20.30.40:1/0"  # nothing listens on port 1
+    monkeypatch.setitem(app.conf, "broker_url", broker)
+    monkeypatch.setitem(app.conf, "broker_write_url", broker)
+    monkeypatch.setitem(app.conf, "broker_transport_options", {})
+    return ["unmounted-volume", str(tmp_path), "secret-project", "ftjob-hidden", "alice", "db-internal-7", "corp.example",
+            "hunter2", "10.20.30.40", "redis://", "sqlite", "import_base_model", "/"]
+
+
+@pytest.mark.django_db
+def test_healthz_names_nothing_private_to_anonymous_or_non_staff_callers(
+    client, everything_failing_with_private_details, settings, tmp_path, other_user
+):
+    """The attack: read /healthz while things are broken, to learn paths, hosts, credentials, private models."""
+    settings.MODELS_REGISTRY_ROOT = tmp_path / "unmounted-volume"
+    for caller in [None, other_user]:  # anonymous, then a signed-in user who is not staff
+        if caller is not None:
+            client.force_login(caller)
+        response = client.get("/healthz")
+        assert response.status_code == 503
+        body = response.json()
+        assert body == {"status": "degraded", "checks": {
+            "database": {"status": "ok"},
+            "broker": {"status": "error"},
+            "registry": {"status": "error"},
+            "worker": {"status": "error"},
+        }}
+        text = response.content.decode()
+        leaked = [s for s in everything_failing_with_private_details if s in text]
+        assert leaked == [], f"/healthz shows {leaked} to {caller or 'anonymous'}: {text}"
+
+
+@pytest.mark.django_db
+def test_staff_see_what_each_check_found(staff_client, everything_failing_with_private_details, registry_root):
+    body = staff_client.get("/healthz").json()
+    assert PRIVATE_FINE_TUNE in body["checks"]["registry"]["detail"]
+    assert body["checks"]["worker"]["detail"] == "no live worker consumes the queue(s): gpu"
+    assert body["checks"]["broker"]["status"] == "error" and body["checks"]["broker"]["detail"]
+    assert body["checks"]["database"]["detail"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sixteen_concurrent_health_reports_all_say_ok(tiny_version, registry_root):
+    """Several web processes and a load balancer probe at once: each probe writes a file of its own."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connections
+
+    from apps.core.health import health_report
+
+    fresh_heartbeats()
+    start = threading.Barrier(16)
+
+    def probe(_):
+        try:
+            start.wait()
+            return health_report()
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(16) as pool:
+        reports = list(pool.map(probe, range(16)))
+    failed = [report for healthy, report in reports if not healthy]
+    assert failed == []
+    assert [p.name for p in registry_root.iterdir() if p.name.startswith(".healthz")] == []  # no probe file left
