@@ -57,3 +57,18 @@ class AppRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.app_id} run {self.pk}"
+
+
+class StreamSlot(models.Model):
+    """A generation running now, held by one scope (a user, an API key, an anonymous address): the basis of the cap
+    on concurrent streams. The run deletes its slots when it ends; a slot whose run died without a word (a killed
+    process) stops counting once its heartbeat is older than RUN_STREAM_STALE_SECONDS."""
+
+    scope = models.CharField(max_length=80)
+    heartbeat = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["scope", "heartbeat"])]
+
+    def __str__(self) -> str:
+        return f"{self.scope} @ {self.heartbeat:%H:%M:%S}"

@@ -32,8 +32,19 @@ class _Blank(dict):
         return ""
 
 
+def text_check(value, name: str) -> None:
+    """Text a tokenizer can read: a string of valid Unicode (a lone surrogate such as "\\ud800" is not)."""
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{name} must be text.", param=name)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"{name} holds characters that are not valid Unicode text.", param=name) from None
+
+
 def _text(value, name: str, *, required: bool = True) -> str:
     text = value.strip() if isinstance(value, str) else ""
+    text_check(text, name)
     if required and not text:
         raise InvalidRequest(f"Please fill in {name}.", param=name)
     if len(text) > MAX_INPUT_CHARS:
@@ -104,6 +115,8 @@ def messages_prompt(app, messages: list[dict]) -> Prompt:
     """A chat given whole by the caller (/v1, stateless): the app's instructions first, then the caller's turns.
 
     The caller's own system messages are left out: the app's instructions are the only system prompt."""
+    for index, message in enumerate(messages):
+        text_check(message["content"], f"messages[{index}].content")
     turns = [{"role": m["role"], "content": m["content"]} for m in messages if m["role"] != "system"]
     if not turns:
         raise InvalidRequest("messages must hold at least one user or assistant message.", param="messages")

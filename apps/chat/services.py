@@ -20,28 +20,26 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
-from django.conf import settings
 from django.db import transaction
 
-from apps.accounts.limits import Quota, RateLimited, anonymous_quotas, quotas_for, request_take, tokens_add
 from apps.catalog.models import StoreApp
 from apps.chat import prompts
+from apps.chat.admission import (
+    Meter,
+    quotas_take,
+    request_bound,
+    stream_slots_take,
+)
 from apps.chat.conversations import chat_turns_read, chat_turns_write
 from apps.chat.models import AppRun, Conversation, Message
-from apps.core.errors import InvalidRequest, StoreError
+from apps.core.errors import InvalidRequest
 from apps.inference.services import engine_get, model_spec_resolve, prompt_measure
-from apps.inference.types import GenerationRequest, GenerationResult, InferenceError, SamplingParams
-
-
-
-class TrialLimitReached(StoreError):
-    status = 429
-    type = "rate_limit_error"
-    code = "trial_limit"
-
-    def __init__(self, message: str, *, headers: dict):
-        super().__init__(message)
-        self.headers = headers
+from apps.inference.types import (
+    GenerationRequest,
+    GenerationResult,
+    InferenceError,
+    SamplingParams,
+)
 
 
 @dataclass(frozen=True)
@@ -59,7 +57,7 @@ class Run:
     app: StoreApp | None
     request: GenerationRequest  # what the model is asked (choice i uses seed + i)
     streams: list
-    quotas: list[Quota]
+    meter: Meter
     limit_headers: dict
     conversation: Conversation | None = None
     trimmed_turns: int = 0
@@ -114,7 +112,7 @@ def app_run_start(*, caller: Caller, app: StoreApp, inputs: dict | None = None, 
         raise InvalidRequest("Log in to use apps made by the community.", code="login_required")
     inputs = inputs or {}
     spec = model_spec_resolve(user=app.creator, reference=app.model_reference)
-    turns = None
+    turns, measure = None, None
     if app.kind == StoreApp.Kind.TRANSLATOR:
         text = inputs.get("text", "") if messages is None else prompts.translator_text(messages)
         prompt = prompts.translator_prompt(app, text=text, source=inputs.get("source", ""), target=inputs.get("target", ""))
@@ -127,23 +125,53 @@ def app_run_start(*, caller: Caller, app: StoreApp, inputs: dict | None = None, 
                                      context=measure.context)
     else:
         prompt = prompts.generator_prompt(app, inputs.get("fields") or {})
-    params = replace(_app_sampling(app, prompt), **(overrides or {}))
-    request = GenerationRequest(model=spec, messages=prompt.messages, params=params)
-    quotas, headers = _admit(caller)
-    conversation = None
+    overrides = overrides or {}
+    request = GenerationRequest(model=spec, messages=prompt.messages,
+                                params=replace(_app_sampling(app, prompt), **overrides))
+    measure = measure or prompt_measure(spec)
+    run = _run_start(caller=caller, app=app, request=request, measure=measure, n=n,
+                     caller_max_tokens="max_tokens" in overrides, trimmed_turns=prompt.trimmed_turns)
     if turns is not None:
-        conversation = chat_turns_write(app=app, user=caller.user, turns=turns, message=prompt.messages[-1]["content"])
-    return Run(caller=caller, app=app, request=request, streams=_start(request, n), quotas=quotas, limit_headers=headers,
-               conversation=conversation, trimmed_turns=prompt.trimmed_turns)
+        run.conversation = chat_turns_write(app=app, user=caller.user, turns=turns, message=prompt.messages[-1]["content"])
+    return run
 
 
 def model_run_start(*, caller: Caller, reference: str, params: SamplingParams, messages: list[dict] | None = None,
                     prompt: str | None = None, n: int = 1) -> Run:
     """Run a registry model (by id, `<id>@<alias>` or `<id>@v<N>`) on a chat or a plain prompt (/v1)."""
+    if messages is not None:
+        for index, message in enumerate(messages):
+            prompts.text_check(message["content"], f"messages[{index}].content")
+    else:
+        prompts.text_check(prompt, "prompt")
     spec = model_spec_resolve(user=caller.user, reference=reference)
     request = GenerationRequest(model=spec, messages=messages, prompt=prompt, params=params)
-    quotas, headers = _admit(caller)
-    return Run(caller=caller, app=None, request=request, streams=_start(request, n), quotas=quotas, limit_headers=headers)
+    return _run_start(caller=caller, app=None, request=request, measure=prompt_measure(spec), n=n,
+                      caller_max_tokens=params.max_tokens is not None)
+
+
+def _run_start(*, caller: Caller, app, request: GenerationRequest, measure, n: int, caller_max_tokens: bool,
+               trimmed_turns: int = 0) -> Run:
+    """Bound the request, admit it (quotas, stream slots), start its n streams. Nothing is written before this."""
+    prompt_tokens = measure.request_tokens(request)
+    request = request_bound(request, prompt_tokens=prompt_tokens, context=measure.context, n=n,
+                            caller_max_tokens=caller_max_tokens)
+    who = {"user": caller.user, "api_key": caller.api_key, "address": caller.address}
+    quotas, headers = quotas_take(**who)
+    meter = Meter(quotas=quotas, slots=stream_slots_take(**who))
+    try:
+        engine = engine_get()
+        streams = []
+        for i in range(n):  # all n start now, so the engine decodes them together
+            params = request.params
+            seeded = replace(params, seed=params.seed + i) if params.seed is not None else params
+            streams.append(engine.stream(replace(request, params=seeded)))
+    except BaseException:
+        meter.release()
+        raise
+    meter.start(prompt_tokens * n)
+    return Run(caller=caller, app=app, request=request, streams=streams, meter=meter, limit_headers=headers,
+               trimmed_turns=trimmed_turns)
 
 
 def _app_sampling(app: StoreApp, prompt: prompts.Prompt) -> SamplingParams:
@@ -156,51 +184,21 @@ def _app_sampling(app: StoreApp, prompt: prompts.Prompt) -> SamplingParams:
     )
 
 
-def _admit(caller: Caller) -> tuple[list[Quota], dict]:
-    """Take one request from the caller's quotas (a 429 when over one): a user's and their key's, or an anonymous
-    visitor's trials, counted per address and for all visitors on the server (not in a cookie they can drop)."""
-    if caller.user.is_authenticated:
-        quotas = quotas_for(user=caller.user, api_key=caller.api_key)
-        return quotas, request_take(quotas=quotas)
-    quotas = anonymous_quotas(address=caller.address or "unknown")
-    try:
-        return quotas, request_take(quotas=quotas)
-    except RateLimited as exc:
-        if exc.scope == "anon:*":
-            message = (f"Free tries without an account are used up for now (try again in {exc.retry_after // 60 + 1} min). "
-                       "Sign up (it is free) to keep going.")
-        else:
-            message = (f"You have used your {settings.ANON_TRIAL_RUNS} free tries this hour. "
-                       "Sign up (it is free) to keep going.")
-        raise TrialLimitReached(message, headers=exc.headers) from None
-
-
-def _start(request: GenerationRequest, n: int) -> list:
-    if not 1 <= n <= 8:
-        raise InvalidRequest("n must be between 1 and 8.", param="n")
-    request.params.validate()
-    engine = engine_get()
-    streams = []
-    for i in range(n):  # all n start now, so the engine decodes them together
-        params = request.params
-        seeded = replace(params, seed=params.seed + i) if params.seed is not None else params
-        streams.append(engine.stream(replace(request, params=seeded)))
-    return streams
-
-
 # --- Reading a run ----------------------------------------------------------------------------------------------
 def run_events(run: Run) -> Iterator[Notice | Delta | ChoiceEnd | Done]:
     """The run's events; once every choice has ended, the run is recorded and `Done` comes last.
 
-    Closing the iterator early (a client that went away) frees the engine's slots at once."""
-    if run.trimmed_turns:
-        yield Notice(f"The conversation is long: the {run.trimmed_turns} oldest exchange(s) were left out to fit the model's context.")
+    Tokens are billed as they come. Closing the iterator early (a client that went away) frees the engine's slots
+    at once and records what was sent, billed, with finish_reason `cancelled`."""
     results = []
     try:
+        if run.trimmed_turns:
+            yield Notice(f"The conversation is long: the {run.trimmed_turns} oldest exchange(s) were left out to fit the model's context.")
         for index, stream in enumerate(run.streams):
             result = None
             for event in stream:
                 if event.delta:
+                    run.meter.tick()
                     yield Delta(index, event.delta)
                 if event.result is not None:
                     result = event.result
@@ -211,6 +209,9 @@ def run_events(run: Run) -> Iterator[Notice | Delta | ChoiceEnd | Done]:
     finally:
         for stream in run.streams:
             stream.close()
+        run.meter.release()
+        if len(results) < len(run.streams):
+            _record_partial(run)
     _record(run, results)
     yield Done(results, run.conversation)
 
@@ -247,7 +248,7 @@ def run_app_events(run: Run) -> Iterator[dict]:
 
 
 def _record(run: Run, results: list[GenerationResult]) -> None:
-    """The one writer of AppRun: the answer, one row per choice with its tokens, and the tokens against the quotas."""
+    """The one writer of AppRun: the answer, one row per choice with its tokens, and the rest of the tokens."""
     user = run.caller.user if run.caller.user.is_authenticated else None
     with transaction.atomic():
         if run.conversation is not None:
@@ -260,5 +261,14 @@ def _record(run: Run, results: list[GenerationResult]) -> None:
                    prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens, finish_reason=r.finish_reason)
             for r in results
         )
-    if run.quotas:
-        tokens_add(quotas=run.quotas, tokens=sum(r.total_tokens for r in results))
+    run.meter.settle(sum(r.total_tokens for r in results))
+
+
+def _record_partial(run: Run) -> None:
+    """A run that did not end (the client left, the engine failed): what was sent, billed and counted as usage."""
+    completion = run.meter.settle_partial()
+    AppRun.objects.create(
+        app=run.app, model=run.request.model.key, user=run.caller.user if run.caller.user.is_authenticated else None,
+        api_key=run.caller.api_key, conversation=run.conversation, prompt_tokens=run.meter.prompt_tokens,
+        completion_tokens=completion, finish_reason="cancelled",
+    )

@@ -15,7 +15,11 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.accounts.limits import client_address
 from apps.catalog.access import access_app, access_app_owned
-from apps.chat.conversations import access_conversation, conversation_delete, conversation_rename
+from apps.chat.conversations import (
+    access_conversation,
+    conversation_delete,
+    conversation_rename,
+)
 from apps.chat.services import Caller, app_run_start, run_app_events
 from apps.core.errors import InvalidRequest, StoreError, error_body_for
 from apps.core.streaming import sse_events, sse_response

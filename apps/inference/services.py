@@ -80,10 +80,14 @@ def generation_stream(**kwargs) -> Iterator[StreamEvent]:
 
 @dataclass(frozen=True)
 class PromptMeasure:
-    """How many tokens messages take on a model (its chat template included), and its context length."""
+    """How many tokens a prompt takes on a model (its chat template included), and the model's context length."""
 
-    count: Callable[[list[dict]], int]
+    count: Callable[[list[dict]], int]  # chat messages, with the generation prompt
+    count_text: Callable[[str], int]  # a plain completion prompt
     context: int
+
+    def request_tokens(self, request: GenerationRequest) -> int:
+        return self.count(request.messages) if request.messages is not None else self.count_text(request.prompt or "")
 
 
 def prompt_measure(spec: ModelSpec) -> PromptMeasure:
@@ -92,10 +96,13 @@ def prompt_measure(spec: ModelSpec) -> PromptMeasure:
     cache = getattr(engine, "cache", None)
     if cache is None:
         return PromptMeasure(lambda messages: sum(len(m["content"]) // 3 + 4 for m in messages),
-                             settings.INFERENCE_REMOTE_CONTEXT)
+                             lambda text: len(text) // 3 + 1, settings.INFERENCE_REMOTE_CONTEXT)
     loaded = cache.get(spec)
 
     def count(messages: list[dict]) -> int:
         return len(loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
 
-    return PromptMeasure(count, loaded.context_length)
+    def count_text(text: str) -> int:
+        return len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])  # as the engine encodes it
+
+    return PromptMeasure(count, count_text, loaded.context_length)

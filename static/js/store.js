@@ -37,9 +37,15 @@
     }).join("");
   }
 
-  function showError(message) {
+  function showError(message, code) {
     errorBox.textContent = message;
     errorBox.hidden = !message;
+    if (code === "trial_limit" || code === "login_required") {  // the way on: an account
+      const link = document.createElement("a");
+      link.href = "/accounts/signup/?next=" + encodeURIComponent(location.pathname);
+      link.textContent = gettext("Sign up");
+      errorBox.append(" ", link);
+    }
   }
 
   function showNotice(message) {
@@ -70,14 +76,14 @@
       });
       if (!response.ok) {
         let message = interpolate(gettext("Something went wrong (%(status)s). Please try again."), { status: response.status }, true);
-        let explained = false;
+        let explained = false, code = null;
         try {
           const data = await response.json();
-          if (data.error && data.error.message) { message = data.error.message; explained = true; }
+          if (data.error && data.error.message) { message = data.error.message; code = data.error.code; explained = true; }
         } catch (e) { /* not JSON: keep the generic message */ }
         // A 403 the server did not explain is Django's CSRF page: the session expired.
         if (response.status === 403 && !explained) message = gettext("Your session has expired: reload the page and try again.");
-        showError(message);
+        showError(message, code);
         return null;
       }
       const reader = response.body.getReader();
