@@ -74,6 +74,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Refuses an oversized body before anything reads it (CSRF's check reads a POST's form only after every
+    # middleware's request phase); last, so that its 413 page has the user and the language.
+    "apps.core.uploads.RequestBodyLimitMiddleware",
 ]
 
 ROOT_URLCONF = "store.urls"
@@ -183,6 +186,11 @@ ANON_TRIAL_GLOBAL_RUNS = env.int("ANON_TRIAL_GLOBAL_RUNS", default=500)
 ANON_TRIAL_GLOBAL_TOKENS = env.int("ANON_TRIAL_GLOBAL_TOKENS", default=1_000_000)
 # Reverse proxies whose X-Forwarded-For is believed (comma-separated IP addresses); none by default.
 TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+# Bounded work per run (every face): n x num_beams sequences at most, and concurrent streams per user, per API key
+# and per anonymous address (at least 2, so a comparison page can stream two answers at once).
+RUN_MAX_SEQUENCES = env.int("RUN_MAX_SEQUENCES", default=8)
+RUN_MAX_CONCURRENT_STREAMS = max(2, env.int("RUN_MAX_CONCURRENT_STREAMS", default=4))
+RUN_STREAM_STALE_SECONDS = env.int("RUN_STREAM_STALE_SECONDS", default=60)
 # Sign-ups per client address per hour, so that new accounts are no way around the per-user limits.
 SIGNUP_PER_ADDRESS_PER_HOUR = env.int("SIGNUP_PER_ADDRESS_PER_HOUR", default=5)
 
@@ -231,6 +239,23 @@ TRAINING_FILE_MAX_BYTES = env.int("TRAINING_FILE_MAX_BYTES", default=50 * 2**20)
 # Per-user quotas: stored training files (bytes) and jobs queued or running at once.
 QUOTA_FILE_BYTES = env.int("QUOTA_FILE_BYTES", default=500 * 2**20)
 QUOTA_ACTIVE_JOBS = env.int("QUOTA_ACTIVE_JOBS", default=2)
+# Bounded training, checked before a job is queued (page, /api/v1 and /v1 alike): a job trains on at most
+# FINETUNE_MAX_TRAINING_TOKENS (the file's tokens x epochs) and for at most FINETUNE_MAX_WALL_SECONDS of training over
+# all its attempts (then it stops after the current step and fails with `time_limit_exceeded`); a user trains on at
+# most FINETUNE_DAILY_TOKENS_PER_USER tokens over any 24 hours (a job counts when it is created; a cancelled or
+# failed one only for the steps it ran).
+FINETUNE_MAX_TRAINING_TOKENS = env.int("FINETUNE_MAX_TRAINING_TOKENS", default=5_000_000)
+FINETUNE_MAX_WALL_SECONDS = env.int("FINETUNE_MAX_WALL_SECONDS", default=6 * 3600)
+FINETUNE_DAILY_TOKENS_PER_USER = env.int("FINETUNE_DAILY_TOKENS_PER_USER", default=10_000_000)
+# A waiting job whose run message no runner took (a worker fetched it and died) is sent again by beat once the gpu
+# queue has been idle this many seconds; after FINETUNE_MAX_ATTEMPTS lost messages the job fails with a message.
+FINETUNE_DISPATCH_TIMEOUT = env.int("FINETUNE_DISPATCH_TIMEOUT", default=300)
+# Request bodies over these sizes get a 413 before they are read (apps/core/uploads.py: in front of Django under
+# ASGI, and as a middleware): on the upload paths, a training file and its form around it; on every other path
+# REQUEST_BODY_MAX_BYTES (the builder's form with its 1 MB avatar, an API request).
+UPLOAD_PATHS = ("/customize/", "/api/v1/files", "/v1/files")
+UPLOAD_REQUEST_MAX_BYTES = TRAINING_FILE_MAX_BYTES + 2**20
+REQUEST_BODY_MAX_BYTES = env.int("REQUEST_BODY_MAX_BYTES", default=8 * 2**20)
 # API limits per fixed window, per API key and per user (requests and generated+prompt tokens).
 RATE_LIMIT_WINDOW_SECONDS = env.int("RATE_LIMIT_WINDOW_SECONDS", default=60)
 RATE_LIMIT_KEY_REQUESTS = env.int("RATE_LIMIT_KEY_REQUESTS", default=60)
@@ -263,6 +288,11 @@ SPECTACULAR_SETTINGS = {
         "AppVisibilityEnum": "apps.catalog.models.StoreApp.Visibility",
         "ModelVisibilityEnum": "apps.registry.models.RegisteredModel.Visibility",
     },
+    # Request bodies apart from answers: a file is binary going in, read-only fields stay out of bodies, and a string
+    # that may not be blank says so (minLength).
+    "COMPONENT_SPLIT_REQUEST": True,
+    # The error answers of every operation, in the one error shape (400, 401, 404, ... as each applies).
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "apps.api.schema.add_error_responses"],
 }
 
 LOGGING = {
