@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db.models import Avg, Count
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -30,8 +29,9 @@ class CategorySerializer(serializers.ModelSerializer):
 
 class AppSerializer(serializers.ModelSerializer):
     model_id = serializers.SerializerMethodField(help_text="The id that /v1 takes as `model`.")
-    category = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    creator = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    category = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
+    creator = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True,
+                                           help_text="Null for the store's built-in apps.")
     model = serializers.CharField(source="model_reference")
     instructions = serializers.SerializerMethodField(help_text="The app's system prompt: its creator alone sees it.")
     prompt_template = serializers.SerializerMethodField(help_text="Generator apps; its creator alone sees it.")
@@ -54,11 +54,11 @@ class AppSerializer(serializers.ModelSerializer):
     def get_model_id(self, app) -> str:
         return f"app:{app.slug}"
 
-    @extend_schema_field(OpenApiTypes.STR)
+    @extend_schema_field({"type": "string", "nullable": True})
     def get_instructions(self, app):
         return app.instructions if self._is_owner(app) else None
 
-    @extend_schema_field(OpenApiTypes.STR)
+    @extend_schema_field({"type": "string", "nullable": True})
     def get_prompt_template(self, app):
         return app.prompt_template if self._is_owner(app) else None
 
@@ -99,7 +99,7 @@ class PublishSerializer(serializers.Serializer):
 
 
 class AppVersionSerializer(serializers.ModelSerializer):
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = AppVersion
@@ -150,8 +150,10 @@ class AppRunResultSerializer(serializers.Serializer):
 
 
 class AppRunSerializer(serializers.ModelSerializer):
-    app = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    api_key = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    app = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True,
+                                       help_text="Null for a run of a model on /v1.")
+    api_key = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True,
+                                           help_text="Null for a run from the pages.")
 
     class Meta:
         model = AppRun
@@ -194,7 +196,7 @@ class JobSerializer(serializers.ModelSerializer):
     id = serializers.CharField(source="public_id")
     model = serializers.CharField(source="base_reference")
     training_file = serializers.SlugRelatedField(slug_field="public_id", read_only=True)
-    validation_file = serializers.SlugRelatedField(slug_field="public_id", read_only=True)
+    validation_file = serializers.SlugRelatedField(slug_field="public_id", read_only=True, allow_null=True)
     fine_tuned_model = serializers.CharField(allow_null=True)
     progress = serializers.FloatField()
     error = serializers.SerializerMethodField()
@@ -244,7 +246,8 @@ class JobMetricSerializer(serializers.ModelSerializer):
 
 # --- Registry -----------------------------------------------------------------------------------------------
 class RegisteredModelSerializer(serializers.ModelSerializer):
-    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True,
+                                         help_text="Null for the store's own models.")
     aliases = serializers.SerializerMethodField()
 
     class Meta:
@@ -267,7 +270,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         fields = ["model", "number", "reference", "status", "kind", "base", "aliases", "size_bytes", "checksums", "metrics",
                   "source", "created_by_job", "created_at"]
 
-    @extend_schema_field(OpenApiTypes.STR)
+    @extend_schema_field({"type": "string", "nullable": True})
     def get_base(self, version):
         return version.base_version.reference if version.base_version_id else None
 
@@ -287,7 +290,7 @@ class ModelAliasInputSerializer(serializers.Serializer):
 class ModelAliasMoveSerializer(serializers.ModelSerializer):
     from_version = serializers.IntegerField(source="from_version.number", allow_null=True)
     to_version = serializers.IntegerField(source="to_version.number")
-    moved_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    moved_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = ModelAliasMove

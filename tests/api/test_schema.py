@@ -19,7 +19,7 @@ def test_schema_is_open_valid_and_covers_v1(client):
             "/v1/fine_tuning/jobs/{job_id}/cancel"} <= paths
     assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     body = schema["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert body["$ref"].endswith("/ChatCompletion")
+    assert body["$ref"].endswith("/ChatCompletionRequest")
     # The native API: typed answers, cursor pages, a key or the browser's session.
     apps = schema["paths"]["/api/v1/apps/"]["get"]
     assert apps["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/PaginatedAppList")
