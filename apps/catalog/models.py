@@ -65,6 +65,9 @@ class StoreApp(TimeStampedModel):
         _("prompt template"), blank=True, max_length=4000,
         help_text=_("Generator apps: the request sent to the model, with {field} placeholders for the form's fields."),
     )
+    # Strings an answer must never contain (a code, a name in the instructions): the run's output filter stops an
+    # answer that would give one away. Never sent to the browser either, but to the app's creator.
+    secret_strings = models.JSONField(default=list, blank=True)
     input_fields = models.JSONField(default=list, blank=True)
     conversation_starters = models.JSONField(default=list, blank=True)
     model_reference = models.CharField(_("model"), max_length=300, default=default_model_reference)
