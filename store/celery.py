@@ -12,6 +12,7 @@ app.autodiscover_tasks()
 
 
 def _install_worker_steps(celery_app: Celery) -> None:
+    # Imported once the Celery app exists: apps.core.workers needs Django's settings, which this module sets up.
     from apps.core.workers import HeartbeatStep
 
     celery_app.steps["worker"].add(HeartbeatStep)

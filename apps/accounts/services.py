@@ -1,10 +1,12 @@
 import hashlib
 import secrets
+from pathlib import Path
 
 from django.db import transaction
 from django.utils import timezone
 
 from apps.accounts.models import APIKey, User
+from apps.registry.services import registered_model_delete
 
 
 def user_create(*, username: str, email: str, password: str) -> User:
@@ -17,10 +19,6 @@ def user_delete(*, user: User) -> None:
 
     Jobs go first: they point at the user's files and models, which may not go while something points at them.
     """
-    from pathlib import Path
-
-    from apps.registry.services import registered_model_delete
-
     uploads = [Path(f.file.path) for f in user.training_files.all() if f.file]
     user.finetuning_jobs.all().delete()
     user.store_apps.all().delete()

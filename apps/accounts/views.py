@@ -1,17 +1,43 @@
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, logout
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.accounts.forms import AccountDeleteForm, APIKeyForm, ProfileForm, SignupForm
-from apps.accounts.selectors import usage_summary
-from apps.accounts.services import api_key_create, api_key_revoke, user_create, user_delete
+from apps.accounts.limits import Quota, RateLimited, client_address, request_take
+from apps.accounts.services import (
+    api_key_create,
+    api_key_revoke,
+    user_create,
+    user_delete,
+)
+from apps.chat.selectors import usage_summary
+
+
+def _safe_next(request) -> str | None:
+    """The `next` address if it stays on this store (a path, or this host over this scheme); None otherwise, so
+    that a link such as /accounts/signup/?next=https://evil.example/ never sends a new user away."""
+    target = request.POST.get("next") or request.GET.get("next")
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                                  require_https=request.is_secure()):
+        return target
+    return None
+
+
+def _signup_take(request) -> None:
+    """One sign-up from this client address, out of SIGNUP_PER_ADDRESS_PER_HOUR (RateLimited when spent): new
+    accounts are no way around the per-user limits. Only a valid form counts (a typo costs nothing)."""
+    address = client_address(request.META)
+    request_take(quotas=[Quota(f"signup:{address}", settings.SIGNUP_PER_ADDRESS_PER_HOUR, tokens=1 << 62, window=3600)])
 
 
 @require_http_methods(["GET", "POST"])
@@ -20,6 +46,17 @@ def signup(request):
         return redirect("accounts:account")
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
+        try:
+            _signup_take(request)
+        except RateLimited as refused:
+            minutes = max(1, (refused.retry_after + 59) // 60)
+            form.add_error(None, ngettext(
+                "Too many accounts were created from your network in the last hour. Try again in %(n)s minute.",
+                "Too many accounts were created from your network in the last hour. Try again in %(n)s minutes.",
+                minutes) % {"n": minutes})
+            response = render(request, "accounts/signup.html", {"form": form, "next": _safe_next(request)}, status=429)
+            response["Retry-After"] = str(refused.retry_after)
+            return response
         user = user_create(
             username=form.cleaned_data["username"],
             email=form.cleaned_data["email"],
@@ -27,8 +64,8 @@ def signup(request):
         )
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         messages.success(request, _("Welcome, %(name)s! Your account is ready.") % {"name": user.username})
-        return redirect(request.GET.get("next") or "accounts:account")
-    return render(request, "accounts/signup.html", {"form": form})
+        return redirect(_safe_next(request) or "accounts:account")
+    return render(request, "accounts/signup.html", {"form": form, "next": _safe_next(request)})
 
 
 @login_required

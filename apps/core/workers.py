@@ -11,6 +11,7 @@ logger = logging.getLogger(__name__)
 
 
 def heartbeat_write(*, hostname: str, queues: list[str], started_at) -> None:
+    # Imports here: the Celery app loads this module while it starts, before Django's apps are ready.
     from django.db import close_old_connections, connection
     from django.utils import timezone
 
@@ -29,6 +30,7 @@ def heartbeat_write(*, hostname: str, queues: list[str], started_at) -> None:
 
 
 def heartbeat_delete(*, hostname: str) -> None:
+    # Imports here: see heartbeat_write.
     from django.db import connection
 
     from apps.core.models import WorkerHeartbeat

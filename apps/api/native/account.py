@@ -7,7 +7,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.accounts.selectors import usage_summary
+from apps.chat.selectors import usage_summary
 from apps.api import serializers as s
 from apps.api.native.base import StoreAPIMixin
 

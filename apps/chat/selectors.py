@@ -1,16 +1,16 @@
-"""Reads for the account page: the user's keys and their usage."""
+"""Reads of runs: a user's usage (the account page and /api/v1/usage), from the AppRun rows the run service writes."""
 
 from datetime import timedelta
 
 from django.db.models import Count, Sum
 from django.utils import timezone
 
+from apps.chat.models import AppRun
+
 USAGE_DAYS = 30
 
 
 def usage_summary(*, user) -> dict:
-    from apps.chat.models import AppRun
-
     runs = AppRun.objects.filter(user=user, created_at__gte=timezone.now() - timedelta(days=USAGE_DAYS))
     totals = runs.aggregate(requests=Count("id"), prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"))
     by_target = (
