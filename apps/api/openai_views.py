@@ -82,7 +82,8 @@ def _app(request, model: str):
 
 
 def _finish(result: GenerationResult) -> str:
-    return "length" if result.finish_reason == "length" else "stop"
+    """OpenAI's finish reasons: `length`, `content_filter` (the leak guard stopped it) or `stop`."""
+    return result.finish_reason if result.finish_reason in ("length", "content_filter") else "stop"
 
 
 # The translator's languages: fields of the body beside OpenAI's (the client sends them with `extra_body`), named

@@ -17,6 +17,7 @@ A face then shapes what `run_events` yields: server-sent events or JSON for page
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
@@ -31,6 +32,7 @@ from apps.chat.admission import (
     stream_slots_take,
 )
 from apps.chat.conversations import chat_turns_read, chat_turns_write
+from apps.chat.guard import LeakGuard
 from apps.chat.models import AppRun, Conversation, Message
 from apps.core.errors import InvalidRequest
 from apps.inference.services import engine_get, model_spec_resolve, prompt_measure
@@ -40,6 +42,8 @@ from apps.inference.types import (
     InferenceError,
     SamplingParams,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,15 @@ class Run:
     limit_headers: dict
     conversation: Conversation | None = None
     trimmed_turns: int = 0
+    prompt_tokens: int = 0  # of one choice
+
+    def leak_guard(self) -> LeakGuard | None:
+        """A guard for one choice of an app's run, unless the caller is the app's creator (it is theirs)."""
+        app, user = self.app, self.caller.user
+        if app is None or (user.is_authenticated and app.creator_id == user.pk):
+            return None
+        guard = LeakGuard(private_texts=prompts.private_texts(app), secrets=list(getattr(app, "secret_strings", None) or []))
+        return guard if guard.active else None
 
 
 # Events of a run, in order: maybe a Notice, Deltas and a ChoiceEnd per choice, then Done once it is recorded.
@@ -171,7 +184,7 @@ def _run_start(*, caller: Caller, app, request: GenerationRequest, measure, n: i
         raise
     meter.start(prompt_tokens * n)
     return Run(caller=caller, app=app, request=request, streams=streams, meter=meter, limit_headers=headers,
-               trimmed_turns=trimmed_turns)
+               trimmed_turns=trimmed_turns, prompt_tokens=prompt_tokens)
 
 
 def _app_sampling(app: StoreApp, prompt: prompts.Prompt) -> SamplingParams:
@@ -195,13 +208,24 @@ def run_events(run: Run) -> Iterator[Notice | Delta | ChoiceEnd | Done]:
         if run.trimmed_turns:
             yield Notice(f"The conversation is long: the {run.trimmed_turns} oldest exchange(s) were left out to fit the model's context.")
         for index, stream in enumerate(run.streams):
-            result = None
+            result, guard, produced = None, run.leak_guard(), 0
             for event in stream:
                 if event.delta:
                     run.meter.tick()
-                    yield Delta(index, event.delta)
+                    produced += 1
+                    text = guard.feed(event.delta) if guard else event.delta
+                    if text:
+                        yield Delta(index, text)
+                    if guard and guard.tripped:
+                        result = _filtered(run, guard, produced)
+                        stream.close()  # the engine stops generating it at once
+                        yield Notice(LEAK_NOTICE)
+                        break
                 if event.result is not None:
                     result = event.result
+                    tail = guard.flush() if guard else ""
+                    if tail:
+                        yield Delta(index, tail)
             if result is None:
                 raise InferenceError("The generation ended without a result.")
             results.append(result)
@@ -245,6 +269,16 @@ def run_app_events(run: Run) -> Iterator[dict]:
                 "conversation": event.conversation.pk if event.conversation else None,
                 "usage": {k: event.usage[k] for k in ("prompt_tokens", "completion_tokens")},
             }
+
+
+LEAK_NOTICE = "The answer was stopped: it was giving away the app's private instructions."
+
+
+def _filtered(run: Run, guard: LeakGuard, produced: int) -> GenerationResult:
+    """The result of a choice the leak guard stopped: what was sent, finish_reason `content_filter` (OpenAI's)."""
+    logger.warning("leak guard stopped a run of app %s for user %s", run.app.slug, run.caller.user.pk)
+    return GenerationResult(text=guard.text[:guard.sent], finish_reason="content_filter",
+                            prompt_tokens=run.prompt_tokens, completion_tokens=produced, model=run.request.model.key)
 
 
 def _record(run: Run, results: list[GenerationResult]) -> None:

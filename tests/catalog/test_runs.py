@@ -134,7 +134,8 @@ def test_long_conversations_keep_the_newest_turns_that_fit():
 
     prompt = prompts.chat_prompt(app, history=history, message="latest", count_tokens=count, context=60)
     assert prompt.trimmed_turns > 0
-    assert prompt.messages[0] == {"role": "system", "content": "sys"}
+    assert prompt.messages[0] == {"role": "system", "content": prompts.framed_instructions(app)}
+    assert prompt.messages[0]["content"].endswith("\n\nsys")  # the creator's instructions, framed as the operator's
     assert prompt.messages[-1] == {"role": "user", "content": "latest"}
     assert count(prompt.messages) <= 50
     assert prompt.messages[1]["role"] == "user"  # whole exchanges are dropped, oldest first
