@@ -1,6 +1,12 @@
 from django.contrib import admin
 
-from apps.registry.models import ModelAlias, ModelAliasMove, ModelVersion, RegisteredModel
+from apps.registry.models import (
+    MergedWeights,
+    ModelAlias,
+    ModelAliasMove,
+    ModelVersion,
+    RegisteredModel,
+)
 
 
 class ModelVersionInline(admin.TabularInline):
@@ -42,3 +48,16 @@ class ModelAliasAdmin(admin.ModelAdmin):
 class ModelAliasMoveAdmin(admin.ModelAdmin):
     list_display = ["__str__", "moved_by", "moved_at"]
     readonly_fields = ["registered_model", "alias", "from_version", "to_version", "moved_by", "moved_at"]
+
+
+@admin.register(MergedWeights)
+class MergedWeightsAdmin(admin.ModelAdmin):
+    """Built by a task: the admin shows each build's state and why it failed; deleting a row lets the next
+    request build again (the folder is replaced then)."""
+
+    list_display = ["__str__", "status", "size_bytes", "requested_at", "finished_at"]
+    list_filter = ["status"]
+    readonly_fields = [f.name for f in MergedWeights._meta.fields]
+
+    def has_add_permission(self, request):
+        return False

@@ -126,3 +126,35 @@ class ModelAliasMove(models.Model):
     def __str__(self) -> str:
         start = f"v{self.from_version.number}" if self.from_version else "∅"
         return f"{self.registered_model.name}@{self.alias}: {start} → v{self.to_version.number}"
+
+
+class MergedWeights(TimeStampedModel):
+    """The full weights of an adapter version (the adapter merged into its base), built once by a task and kept
+    beside the version, in `<model folder>/merged/<number>/`, with checksums of their own: the version's folder
+    never changes. The row is the truth of the build (who asked when, who builds it, its outcome)."""
+
+    class Status(models.TextChoices):
+        BUILDING = "building", _("Being prepared")
+        READY = "ready", _("Ready")
+        FAILED = "failed", _("Failed")
+
+    version = models.OneToOneField(ModelVersion, on_delete=models.CASCADE, related_name="merged_weights")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.BUILDING)
+    # When the build was last asked for (and enqueued): also the token of the conditional UPDATE that asks again.
+    requested_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True, help_text=_("When a worker took the build."))
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, help_text=_("Why the last build failed (for staff; not shown to users)."))
+    size_bytes = models.BigIntegerField(default=0)
+    checksums = models.JSONField(default=dict, blank=True, help_text=_("sha256 of every file, by relative path."))
+
+    class Meta:
+        verbose_name_plural = "merged weights"
+
+    def __str__(self) -> str:
+        return f"{self.version} merged ({self.status})"
+
+    @property
+    def path(self) -> Path:
+        model = self.version.registered_model
+        return Path(settings.MODELS_REGISTRY_ROOT) / model.folder / "merged" / str(self.version.number)
