@@ -5,10 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 import time
 import uuid
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -228,28 +226,6 @@ def staging_cleanup(*, older_than_s: float = 3600.0) -> list[Path]:
             shutil.rmtree(staging, ignore_errors=True)
             removed.append(staging)
     return removed
-
-
-def model_version_archive(*, version: ModelVersion, merged: bool = False) -> Path:
-    """A zip of the version folder, in a temporary file the caller removes. `merged=True` (LoRA only): the
-    adapter applied to its base and saved as full weights, loadable without PEFT."""
-    work = Path(tempfile.mkdtemp(prefix="download-"))
-    source = version.path
-    if merged:
-        if version.kind != ModelVersion.Kind.LORA or version.base_version is None:
-            raise InvalidRequest("Only a LoRA adapter has merged weights to download.")
-        # Imported here, not above (no cycle involved): the loader brings torch, transformers and peft, which
-        # the web tier needs for this download alone and must not import for every other request.
-        from apps.inference.loading import save_merged
-
-        source = work / "merged"
-        save_merged(version.base_version.path, version.path, source)
-    archive = work / "model.zip"
-    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as zf:  # weights do not compress
-        for path in sorted(source.rglob("*")):
-            if path.is_file():
-                zf.write(path, path.relative_to(source).as_posix())
-    return archive
 
 
 def registered_model_delete_owned(*, registered_model: RegisteredModel, user) -> None:

@@ -1,24 +1,30 @@
 """Registry pages: the models a visitor may see, their versions, model cards and downloads."""
 
 import functools
-import shutil
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, Http404
+from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.core.errors import Forbidden, NotFound, StoreError
 from apps.registry import artifacts
+from apps.registry.downloads import folder_files, zip_response
+from apps.registry.merged import (
+    RETRY_FAILED_AFTER,
+    merged_weights_of,
+    merged_weights_request,
+)
+from apps.registry.models import MergedWeights
 from apps.registry.selectors import (
     access_model_version,
     access_registered_model,
     access_registered_model_owned,
     registered_model_list,
 )
-from apps.registry.services import model_version_archive, registered_model_delete_owned
+from apps.registry.services import registered_model_delete_owned
 
 
 def _access_errors_as_pages(view):
@@ -60,38 +66,37 @@ def version_detail(request, name, number):
     return render(
         request,
         "registry/version_detail.html",
-        {"model": version.registered_model, "version": version, "card_header": card_header, "card_body": card_body},
+        {"model": version.registered_model, "version": version, "card_header": card_header, "card_body": card_body,
+         "merged": merged_weights_of(version=version) if version.kind == version.Kind.LORA else None},
     )
-
-
-class _TemporaryFile:
-    """A file object that removes its folder when the response closes it."""
-
-    def __init__(self, path):
-        self.path = path
-        self.fh = open(path, "rb")
-
-    def read(self, *args):
-        return self.fh.read(*args)
-
-    def close(self):
-        self.fh.close()
-        shutil.rmtree(self.path.parent, ignore_errors=True)
 
 
 @require_GET
 @_access_errors_as_pages
 def version_download(request, name, number):
-    """The version folder as a zip; for an adapter, `?merged=1` gives full weights with the adapter applied."""
+    """The version folder as a zip, streamed. For an adapter, `?merged=1` gives full weights with the adapter
+    applied: streamed when built, else a 202 page while a task builds them (once) beside the version."""
     version = access_model_version(user=request.user, name=name, number=number, ready_only=True)
-    merged = request.GET.get("merged") == "1"
+    folder = version.registered_model.folder
     try:
-        archive = model_version_archive(version=version, merged=merged)
+        if request.GET.get("merged") != "1":
+            names = folder_files(version.path, version.checksums)
+            return zip_response(request, folder=version.path, names=names, filename=f"{folder}-v{number}.zip")
+        merged = merged_weights_request(version=version)
+        if merged.status == MergedWeights.Status.READY:
+            names = folder_files(merged.path, merged.checksums)
+            return zip_response(request, folder=merged.path, names=names, filename=f"{folder}-v{number}-merged.zip")
     except StoreError as exc:
         messages.error(request, exc.message)
         return redirect(version.get_absolute_url())
-    filename = f"{version.registered_model.folder}-v{number}{'-merged' if merged else ''}.zip"
-    return FileResponse(_TemporaryFile(archive), as_attachment=True, filename=filename, content_type="application/zip")
+    # Being prepared (202: come back), or failed a short while ago (503: the store could not, for now).
+    building = merged.status == MergedWeights.Status.BUILDING
+    retry_after = 60 if building else int(RETRY_FAILED_AFTER.total_seconds())
+    response = render(request, "registry/merged_pending.html",
+                      {"model": version.registered_model, "version": version, "merged": merged},
+                      status=202 if building else 503)
+    response["Retry-After"] = str(retry_after)
+    return response
 
 
 @login_required

@@ -51,27 +51,54 @@ def test_download_a_version_as_a_zip(client, tiny_version):
     assert {"config.json", "model.safetensors", "tokenizer.json", "README.md", "SHA256SUMS"} <= set(archive.namelist())
 
 
-def test_an_adapter_downloads_also_as_merged_full_weights(client, user, other_user, tiny_version, tiny_hf_dir, tmp_path):
+def test_an_adapter_downloads_also_as_merged_full_weights(client, user, other_user, tiny_version, tiny_hf_dir, tmp_path,
+                                                         monkeypatch, django_capture_on_commit_callbacks):
     import torch
+    from celery import current_app
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     from apps.registry.services import model_version_register
+    from apps.registry.tasks import merged_weights_build
 
+    sent = []
+    monkeypatch.setattr(current_app, "send_task", lambda name, args: sent.append((name, args)))
     torch.manual_seed(0)
     get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_hf_dir), LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False)).save_pretrained(tmp_path / "a")
     model_version_register(name="ft:smollm2-135m-instruct:u::ftjob-z", source_dir=tmp_path / "a", kind="lora", owner=user, base_version=tiny_version)
     url = "/models/ft:smollm2-135m-instruct:u::ftjob-z/v1/download"
     client.force_login(other_user)
     assert client.get(url).status_code == 404
+    assert client.get(url, {"merged": "1"}).status_code == 404
     client.force_login(user)
     archive, _ = _zip_names(client.get(url))
     assert "adapter_model.safetensors" in archive.namelist()
-    archive, _ = _zip_names(client.get(url, {"merged": "1"}))
+    # Built once, by a task, then streamed: the first asks are answered at once.
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.get(url, {"merged": "1"})
+    assert response.status_code == 202 and response["Retry-After"] == "60"
+    assert "Merged weights are being prepared, try again in a minute" in response.content.decode()
+    assert [name for name, _ in sent] == ["apps.registry.tasks.merged_weights_build"]
+    merged_weights_build(*sent[0][1])  # what the worker does
+    response = client.get(url, {"merged": "1"})
+    assert 'filename="ft_smollm2-135m-instruct_u__ftjob-z-v1-merged.zip"' in response["Content-Disposition"]
+    archive, _ = _zip_names(response)
     assert "model.safetensors" in archive.namelist() and "adapter_config.json" not in archive.namelist()
     archive.extractall(tmp_path / "merged")
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
     assert merged.config.num_hidden_layers == 2
+    # The same weights as PEFT's own merge; kept beside the version, whose folder did not change.
+    from apps.inference.loading import load_merged
+    from apps.registry.models import ModelVersion
+    from apps.registry.services import model_version_verify
+
+    adapter = ModelVersion.objects.get(registered_model__name="ft:smollm2-135m-instruct:u::ftjob-z")
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, load_merged(tiny_version.path, adapter.path)(ids).logits, atol=1e-5)
+    model_version_verify(version=adapter)
+    assert (adapter.path.parent / "merged" / "1" / "SHA256SUMS").is_file()
+    assert "Merged weights: ready" in client.get("/models/ft:smollm2-135m-instruct:u::ftjob-z/v1/").content.decode()
     response = client.get("/models/smollm2-135m-instruct/v1/download", {"merged": "1"}, follow=True)
     assert "Only a LoRA adapter has merged weights" in response.content.decode()
 
