@@ -43,8 +43,8 @@ class AppSerializer(serializers.ModelSerializer):
         fields = [
             "slug", "model_id", "name", "short_description", "description", "kind", "category", "creator", "visibility",
             "is_builtin", "is_featured", "instructions", "prompt_template", "input_fields", "conversation_starters", "model",
-            "temperature", "top_p", "max_tokens", "repetition_penalty", "rating", "published_at", "created_at", "updated_at",
-            "url",
+            "temperature", "top_p", "max_tokens", "repetition_penalty", "remix_with_instructions", "rating", "published_at",
+            "created_at", "updated_at", "url",
         ]
 
     def _is_owner(self, app) -> bool:
@@ -52,7 +52,7 @@ class AppSerializer(serializers.ModelSerializer):
         return app.creator_id is not None and app.creator_id == user.pk
 
     def get_model_id(self, app) -> str:
-        return f"app:{app.slug}"
+        return f"app:{app.address}"  # a link-only app's holds its token, as its `url` does
 
     @extend_schema_field({"type": "string", "nullable": True})
     def get_instructions(self, app):
@@ -91,6 +91,7 @@ class AppInputSerializer(serializers.ModelSerializer):
         fields = [
             "name", "short_description", "description", "kind", "category", "instructions", "prompt_template",
             "conversation_starters", "model", "temperature", "top_p", "max_tokens", "repetition_penalty",
+            "remix_with_instructions",
         ]
 
 

@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 
 from apps.catalog.models import AppVersion, Category, Report, Review, StoreApp
+from apps.catalog.services import link_token_sync
 
 
 @admin.register(Category)
@@ -26,7 +27,11 @@ class StoreAppAdmin(admin.ModelAdmin):
     list_filter = ["kind", "visibility", "is_listed", "is_featured", "is_builtin"]
     search_fields = ["name", "slug", "creator__username"]
     actions = [unlist, relist]
-    readonly_fields = ["created_at", "updated_at"]
+    readonly_fields = ["link_token", "created_at", "updated_at"]
+
+    def save_model(self, request, obj, form, change):
+        link_token_sync(obj)  # a visibility changed here follows the same rule as in the builder
+        super().save_model(request, obj, form, change)
 
 
 @admin.register(Report)

@@ -17,6 +17,7 @@ class AppForm(forms.ModelForm):
         fields = [
             "name", "short_description", "description", "avatar", "category", "kind", "instructions", "prompt_template",
             "conversation_starters", "model_reference", "temperature", "top_p", "max_tokens", "repetition_penalty",
+            "remix_with_instructions",
         ]
         widgets = {
             "description": forms.Textarea(attrs={"rows": 3}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -13,6 +14,18 @@ from django.utils.translation import gettext_lazy as _
 from apps.core.models import TimeStampedModel
 
 USER_MODEL = settings.AUTH_USER_MODEL
+LINK_TOKEN_LENGTH = 22  # secrets.token_urlsafe(16): 128 random bits in 22 URL-safe characters ([A-Za-z0-9_-])
+
+
+def link_token_new() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def address_split(address: str) -> tuple[str, str] | None:
+    """`<slug>-<token>` → (slug, token); None for an address that cannot hold a token."""
+    if len(address) <= LINK_TOKEN_LENGTH + 1 or address[-LINK_TOKEN_LENGTH - 1] != "-":
+        return None
+    return address[: -LINK_TOKEN_LENGTH - 1], address[-LINK_TOKEN_LENGTH:]
 
 
 def default_model_reference() -> str:
@@ -82,6 +95,16 @@ class StoreApp(TimeStampedModel):
     remixed_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="remixes")
     # Re-encoded by the store as a 256-pixel PNG (apps/catalog/avatars.py); empty: a disc with the initial.
     avatar = models.ImageField(upload_to="avatars/", blank=True)
+    # A remix copies what the public sees; the instructions and the prompt template only when the creator ticks this.
+    remix_with_instructions = models.BooleanField(
+        _("allow remixing with instructions"), default=False,
+        help_text=_("A remix copies the public parts of the app (name, description, starters, model, settings). "
+                    "Tick this to let it copy your instructions and prompt template too."),
+    )
+    # The unguessable part of a link-only app's address (`address`): without it, nobody but the creator reaches
+    # the app. Made when the app first becomes link-only, kept while it is public, dropped when it turns private
+    # (so that making an app private revokes every link shared before; sharing it again gives a new link).
+    link_token = models.CharField(max_length=LINK_TOKEN_LENGTH, unique=True, null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -91,7 +114,15 @@ class StoreApp(TimeStampedModel):
         return self.name
 
     def get_absolute_url(self) -> str:
-        return reverse("catalog:app", args=[self.slug])
+        return reverse("catalog:app", args=[self.address])
+
+    @property
+    def address(self) -> str:
+        """How the app is named in its URLs (the page, /api/v1) and as `app:<address>` on /v1: its slug, or for a
+        link-only app its slug and its token (`<slug>-<token>`), the only address at which others reach it."""
+        if self.visibility == self.Visibility.LINK and self.link_token:
+            return f"{self.slug}-{self.link_token}"
+        return self.slug
 
     @property
     def is_published(self) -> bool:
@@ -99,8 +130,9 @@ class StoreApp(TimeStampedModel):
 
     @property
     def avatar_hue(self) -> int:
-        """A stable colour for the generated avatar (the first letter on a coloured disc)."""
-        return int(hashlib.sha256(self.slug.encode()).hexdigest()[:4], 16) % 360
+        """A stable colour for the generated avatar (the first letter on a coloured disc): one of 24 hues, 15 degrees
+        apart, each a class of store.css (`hue-<n>`), since the Content-Security-Policy allows no inline style."""
+        return int(hashlib.sha256(self.slug.encode()).hexdigest()[:4], 16) % 24 * 15
 
     @property
     def initial(self) -> str:
@@ -115,7 +147,7 @@ class StoreApp(TimeStampedModel):
 VERSIONED_FIELDS = [
     "name", "short_description", "description", "kind", "visibility", "instructions", "prompt_template",
     "input_fields", "conversation_starters", "model_reference", "temperature", "top_p", "max_tokens",
-    "repetition_penalty",
+    "repetition_penalty", "remix_with_instructions",
 ]
 
 

@@ -9,10 +9,20 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 from django.utils.text import slugify
+from django.utils.translation import gettext as _
 
 from apps.catalog import builtin
-from apps.catalog.models import VERSIONED_FIELDS, AppVersion, Category, Report, Review, StoreApp, default_model_reference
-from apps.core.errors import Conflict, InvalidRequest, NotFound
+from apps.catalog.models import (
+    VERSIONED_FIELDS,
+    AppVersion,
+    Category,
+    Report,
+    Review,
+    StoreApp,
+    default_model_reference,
+    link_token_new,
+)
+from apps.core.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from apps.registry.selectors import model_version_resolve
 
 MAX_STARTERS = 6
@@ -88,6 +98,15 @@ def _unique_slug(name: str) -> str:
     return slug
 
 
+def link_token_sync(app: StoreApp) -> None:
+    """A link-only app has a token (made the first time it becomes link-only); a public one keeps the token it had
+    (links shared before still open it); a private one loses it (making an app private revokes its links)."""
+    if app.visibility == StoreApp.Visibility.LINK and not app.link_token:
+        app.link_token = link_token_new()
+    elif app.visibility == StoreApp.Visibility.PRIVATE:
+        app.link_token = None
+
+
 def _version_record(*, app: StoreApp, user) -> AppVersion:
     number = (app.versions.aggregate(n=Max("number"))["n"] or 0) + 1
     return AppVersion.objects.create(app=app, number=number, settings=app.settings_snapshot(), created_by=user)
@@ -108,6 +127,7 @@ def app_update(*, app: StoreApp, user, data: dict) -> StoreApp:
     data = _clean(data, user=user)
     for field, value in data.items():
         setattr(app, field, value)
+    link_token_sync(app)  # a restored version may change the visibility
     app.save()
     if app.versions.first() is None or app.versions.first().settings != app.settings_snapshot():
         _version_record(app=app, user=user)
@@ -133,7 +153,8 @@ def app_publish(*, app: StoreApp, user, visibility: str) -> StoreApp:
         raise InvalidRequest("Unknown visibility.", param="visibility")
     app.visibility = visibility
     app.published_at = app.published_at or timezone.now()
-    app.save(update_fields=["visibility", "published_at", "updated_at"])
+    link_token_sync(app)
+    app.save(update_fields=["visibility", "published_at", "link_token", "updated_at"])
     return app
 
 
@@ -144,16 +165,52 @@ def app_delete(*, app: StoreApp, user) -> None:
     app.delete()
 
 
+# What anyone who may use an app sees of it, and so what a remix copies. Never the instructions, the prompt
+# template or the secret strings: those are the creator's, unless they tick `remix_with_instructions`.
+REMIX_FIELDS = [
+    "name", "short_description", "description", "kind", "input_fields", "conversation_starters", "model_reference",
+    "temperature", "top_p", "max_tokens", "repetition_penalty",
+]
+
+
+def _public_template(input_fields: list[dict]) -> str:
+    """A generator's prompt template made of its public form alone: one line per field, its label and placeholder."""
+    return "\n".join(f"{field.get('label') or field['name']}: {{{field['name']}}}" for field in input_fields)
+
+
 @transaction.atomic
 def app_remix(*, app: StoreApp, user) -> StoreApp:
-    """Copy a public app into a private draft of the user's own (its instructions too: the copy is theirs)."""
-    if app.visibility != StoreApp.Visibility.PUBLIC and app.creator_id != user.pk:
-        raise NotFound("Only public apps can be remixed.")
-    data = {field: getattr(app, field) for field in VERSIONED_FIELDS}
+    """Copy an app into a private draft of the user's own: a public app (or one of the user's own apps).
+
+    The copy gets what the app's page shows (name, descriptions, starters, form fields, model, settings); its
+    instructions and prompt template only if the creator allowed it (or the app is the user's own). A generator's
+    copy gets a template made of its public form fields. An app on a model the user may not use (its creator's
+    private fine-tune) is copied onto the base model, and the copy's description says so. A link-only app the user
+    can see but does not own is refused with Forbidden (403)."""
+    own = app.creator_id is not None and app.creator_id == user.pk
+    if not own and app.visibility != StoreApp.Visibility.PUBLIC:
+        raise Forbidden(_("Only public apps can be remixed."), code="remix_not_allowed")
+    data = {field: getattr(app, field) for field in REMIX_FIELDS}
+    if own or app.remix_with_instructions:
+        data.update(instructions=app.instructions, prompt_template=app.prompt_template)
+    elif app.kind == StoreApp.Kind.GENERATOR:
+        data["prompt_template"] = _public_template(app.input_fields)
+    try:
+        model_version_resolve(reference=app.model_reference, user=user)
+    except NotFound:
+        data["model_reference"] = default_model_reference()
+        notice = remix_model_notice(model=data["model_reference"])
+        data["description"] = f"{data['description']}\n\n{notice}".strip()[:4000]
     data.update(name=f"{app.name} (remix)"[:80], visibility=StoreApp.Visibility.PRIVATE, category=app.category)
     copy = StoreApp.objects.create(creator=user, slug=_unique_slug(data["name"]), remixed_from=app, **data)
     _version_record(app=copy, user=user)
     return copy
+
+
+def remix_model_notice(*, model: str) -> str:
+    """Why a remix runs on another model than its original (written into the copy's description, shown on the page)."""
+    return _("The original app runs on a model that only its creator can use; this remix runs on the base model "
+             "%(model)s instead, so its answers will differ.") % {"model": model}
 
 
 @transaction.atomic

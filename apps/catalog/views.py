@@ -129,10 +129,13 @@ def remix(request, slug):
     app = _page_app(access_app, request, slug)
     try:
         copy = services.app_remix(app=app, user=request.user)
-    except StoreError as exc:
-        messages.error(request, exc.message)
-        return redirect(app.get_absolute_url())
+    except Forbidden as exc:  # a link-only app: the user sees it, but only public apps are remixed
+        raise PermissionDenied(exc.message) from exc
     messages.success(request, _("Your remix is a private draft: change it and publish it when ready."))
+    if not copy.instructions and app.instructions and app.creator_id != request.user.pk:
+        messages.info(request, _("The creator's instructions stay theirs: write your own."))
+    if copy.model_reference != app.model_reference:
+        messages.warning(request, services.remix_model_notice(model=copy.model_reference))
     return redirect("catalog:build-edit", slug=copy.slug)
 
 
@@ -211,6 +214,9 @@ def build_edit(request, slug):
             "app": app,
             "publish_form": PublishForm(initial={"visibility": app.visibility}),
             "versions": app.versions.all()[:10],
+            # What to share: the page's address (a link-only app's holds its token).
+            "share_url": request.build_absolute_uri(app.get_absolute_url())
+            if app.is_published and app.visibility != StoreApp.Visibility.PRIVATE else None,
             "config": {"kind": app.kind, "runUrl": f"/build/{app.slug}/preview", "loggedIn": True},
             "languages": LANGUAGES,
         },

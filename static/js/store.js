@@ -1,6 +1,37 @@
 // The store's app runner: streams answers from /apps/<slug>/run (server-sent events over a POST), with a stop
 // button that aborts the request (the server then frees the model's slot). No dependencies, no CDN.
 // Its words go through Django's JavaScript catalog (/jsi18n/, loaded first by base.html): gettext, interpolate.
+// Loaded by base.html on every page: the first part below is page-wide, the runner returns where there is no app.
+
+// Page-wide behaviour that the templates once wrote inline (the Content-Security-Policy runs no inline script):
+// a form with data-confirm asks first; a select with data-autosubmit submits its form on change; a button with
+// data-copy="<id>" copies the value of that element.
+(function () {
+  "use strict";
+  document.addEventListener("submit", (e) => {
+    const message = e.target.dataset ? e.target.dataset.confirm : null;
+    if (message && !window.confirm(message)) e.preventDefault();
+  });
+  document.addEventListener("change", (e) => {
+    if (e.target.matches("select[data-autosubmit]") && e.target.form) e.target.form.submit();
+  });
+  document.addEventListener("click", (e) => {
+    const button = e.target.closest("button[data-copy]");
+    const source = button && document.getElementById(button.dataset.copy);
+    if (!source) return;
+    const done = () => {
+      const label = button.textContent;
+      button.textContent = "✓";
+      setTimeout(() => { button.textContent = label; }, 1200);
+    };
+    if (navigator.clipboard) {
+      navigator.clipboard.writeText(source.value).then(done, () => source.select());
+    } else {
+      source.select();  // no clipboard here (not a secure context): leave the text selected to copy by hand
+    }
+  });
+})();
+
 (function () {
   "use strict";
   const configNode = document.getElementById("app-config");

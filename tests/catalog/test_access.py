@@ -22,26 +22,29 @@ pytestmark = pytest.mark.django_db
 def apps(store, user):
     unlisted = make_app(user, name="Unlisted One")
     StoreApp.objects.filter(pk=unlisted.pk).update(is_listed=False)  # a moderator took it down
-    return {
-        "public": make_app(user, name="Public One").slug,
-        "link": make_app(user, name="Link One", visibility="link").slug,
-        "private": make_app(user, name="Private One", visibility="private").slug,
-        "draft": make_app(user, name="Draft One", visibility=None).slug,
-        "unlisted": unlisted.slug,
+    return {  # each app's address: a link-only app's holds its token
+        "public": make_app(user, name="Public One").address,
+        "link": make_app(user, name="Link One", visibility="link").address,
+        "private": make_app(user, name="Private One", visibility="private").address,
+        "draft": make_app(user, name="Draft One", visibility=None).address,
+        "unlisted": unlisted.address,
     }
 
 
 def test_the_creator_may_use_and_change_each_of_their_apps(apps, user):
-    for slug in apps.values():
-        assert access_app(user=user, slug=slug).slug == slug
-        assert access_app_owned(user=user, slug=slug).slug == slug
+    for address in apps.values():
+        assert access_app(user=user, slug=address).address == address
+        assert access_app_owned(user=user, slug=address).address == address
+    link = StoreApp.objects.get(name="Link One")
+    assert apps["link"] == f"link-one-{link.link_token}"
+    assert access_app(user=user, slug="link-one") == link  # the creator also at the plain slug
 
 
 @pytest.mark.parametrize("caller", ["other", "anonymous", "none"])
 def test_others_see_what_is_shared_and_change_nothing(apps, other_user, caller):
     who = {"other": other_user, "anonymous": AnonymousUser(), "none": None}[caller]
     for kind in ["public", "link"]:
-        assert access_app(user=who, slug=apps[kind]).slug == apps[kind]
+        assert access_app(user=who, slug=apps[kind]).address == apps[kind]
         with pytest.raises(Forbidden) as refused:
             access_app_owned(user=who, slug=apps[kind])
         assert (refused.value.status, refused.value.code) == (403, "not_owner")
@@ -50,6 +53,8 @@ def test_others_see_what_is_shared_and_change_nothing(apps, other_user, caller):
             with pytest.raises(NotFound) as hidden:
                 access(user=who, slug=apps[kind])
             assert (hidden.value.status, hidden.value.code) == (404, "app_not_found")
+    with pytest.raises(NotFound):  # a link-only app's plain slug is guessable: others get nothing there
+        access_app(user=who, slug="link-one")
 
 
 def test_built_in_apps_are_everyone_s_to_use_and_nobody_s_to_change(store, user):
@@ -75,7 +80,8 @@ def _acts(slug):
 @pytest.mark.parametrize("kind, expected", [("public", 403), ("link", 403), ("private", 404), ("draft", 404)])
 def test_a_non_owner_gets_the_same_answer_on_a_page_and_in_the_api(apps, user, other_user, kind, expected):
     slug = apps[kind]
-    before = StoreApp.objects.values().get(slug=slug)
+    pk = access_app(user=user, slug=slug).pk
+    before = StoreApp.objects.values().get(pk=pk)
     page = Client()
     page.force_login(other_user)
     api = Client(HTTP_AUTHORIZATION=f"Bearer {api_key_create(user=other_user, name='theirs')[1]}")
@@ -89,7 +95,7 @@ def test_a_non_owner_gets_the_same_answer_on_a_page_and_in_the_api(apps, user, o
             assert in_api.json()["error"]["code"] == "not_owner", act
     assert page.get(f"/build/{slug}/").status_code == expected
     assert page.post(f"/build/{slug}/preview", data="{}", content_type="application/json").status_code == expected
-    assert StoreApp.objects.values().get(slug=slug) == before  # nothing changed
+    assert StoreApp.objects.values().get(pk=pk) == before  # nothing changed
 
 
 def test_the_forbidden_page_speaks_the_user_s_language(apps, other_user):

@@ -77,7 +77,8 @@ def test_a_draft_is_visible_to_its_creator_only(client, store, user, other_user)
 def test_link_only_app_opens_by_url_but_is_not_listed(client, store, user, other_user):
     app = make_app(user, visibility="link")
     client.force_login(other_user)
-    assert client.get(f"/apps/{app.slug}/").status_code == 200
+    assert client.get(f"/apps/{app.address}/").status_code == 200
+    assert client.get(f"/apps/{app.slug}/").status_code == 404  # the guessable slug alone opens nothing
     assert "Pirate Helper" not in client.get("/", {"q": "pirate"}).content.decode()
     assert "Pirate Helper" not in client.get("/").content.decode()
 
@@ -150,7 +151,8 @@ def test_remix_copies_a_public_app_into_a_private_draft(client, store, user, oth
     response = client.post(f"/apps/{app.slug}/remix")
     copy = StoreApp.objects.get(creator=other_user)
     assert response["Location"] == f"/build/{copy.slug}/"
-    assert copy.visibility == "private" and copy.remixed_from == app and copy.instructions == app.instructions
+    assert copy.visibility == "private" and copy.remixed_from == app
+    assert copy.instructions == "" and "SECRET-INSTRUCTIONS" not in client.get(response["Location"]).content.decode()
 
 
 def test_creator_page_lists_public_apps(client, store, user):
