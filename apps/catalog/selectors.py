@@ -12,6 +12,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apps.catalog.models import Category, StoreApp
+from apps.chat.models import AppRun, Conversation
 
 TRENDING_DAYS = 7
 
@@ -93,8 +94,6 @@ def app_list_for_creator(*, creator) -> QuerySet[StoreApp]:
 
 def app_list_owned(*, user) -> QuerySet[StoreApp]:
     """A user's own apps, drafts and private ones included, with their usage."""
-    from apps.chat.models import AppRun, Conversation
-
     runs = AppRun.objects.filter(app=OuterRef("pk")).values("app")
     return (
         StoreApp.objects.filter(creator=user)

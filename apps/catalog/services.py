@@ -12,6 +12,7 @@ from django.utils.text import slugify
 from django.utils.translation import gettext as _
 
 from apps.catalog import builtin
+from apps.catalog.avatars import avatar_process
 from apps.catalog.models import (
     VERSIONED_FIELDS,
     AppVersion,
@@ -72,8 +73,6 @@ def _clean(data: dict, *, user) -> dict:
     if upload is False:  # the form's "clear" box
         data["avatar"] = ""
     elif upload is not None and hasattr(upload, "read") and not getattr(upload, "_committed", False):
-        from apps.catalog.avatars import avatar_process
-
         data["avatar"] = avatar_process(upload)
     starters = [s.strip() for s in data.get("conversation_starters", []) if s and s.strip()]
     if len(starters) > MAX_STARTERS:

@@ -1,9 +1,12 @@
+import re
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Avg
-from django.http import Http404
+from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -16,7 +19,7 @@ from apps.catalog.forms import AppForm, PublishForm, ReportForm, ReviewForm
 from apps.catalog.models import Category, StoreApp
 from apps.chat.models import Conversation
 from apps.core.errors import Forbidden, NotFound, StoreError
-from apps.registry.selectors import registered_model_list
+from apps.registry.selectors import model_version_resolve, registered_model_list
 
 PAGE_SIZE = 12
 
@@ -54,8 +57,6 @@ def creator(request, username):
 
 
 def _lineage(app: StoreApp, user):
-    from apps.registry.selectors import model_version_resolve
-
     try:
         version = model_version_resolve(reference=app.model_reference, user=app.creator)
     except StoreError:
@@ -153,11 +154,6 @@ def _model_choices(user) -> list[tuple[str, str]]:
 @require_GET
 def avatar(request, name):
     """Uploaded avatars (PNG files the store wrote itself), served with a fixed type and no sniffing."""
-    import re
-
-    from django.conf import settings
-    from django.http import FileResponse
-
     if not re.fullmatch(r"[0-9a-f]{32}\.png", name):
         raise Http404("No such avatar.")
     path = settings.MEDIA_ROOT / "avatars" / name
