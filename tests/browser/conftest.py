@@ -40,10 +40,37 @@ def browser(monkeypatch):
         b.close()
 
 
+# Injected by the browser before any page script (it is not the page's own, so the policy does not apply to it):
+# every Content-Security-Policy violation of the page is kept, for `csp_violations`.
+WATCH_CSP = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.__cspViolations.push(e.violatedDirective + " blocked " + (e.blockedURI || "inline") + " at " + e.sourceFile + ":" + e.lineNumber);
+});
+"""
+
+
+def watched_context(browser, live_store, **options):
+    """A browser context whose pages record console errors (`page.console_errors`) and policy violations."""
+    context = browser.new_context(base_url=live_store, **options)
+    context.add_init_script(WATCH_CSP)
+    return context
+
+
+def watch(page):
+    page.console_errors = []
+    page.on("console", lambda m: page.console_errors.append(m.text) if m.type == "error" else None)
+    return page
+
+
+def csp_violations(page) -> list[str]:
+    return page.evaluate("window.__cspViolations || []")
+
+
 @pytest.fixture
 def page(browser, live_store):
-    context = browser.new_context(base_url=live_store, viewport={"width": 1280, "height": 900})
-    page = context.new_page()
+    context = watched_context(browser, live_store, viewport={"width": 1280, "height": 900})
+    page = watch(context.new_page())
     page.external_requests = []
     page.dialogs = []
     page.on("request", lambda r: None if r.url.startswith(live_store) or r.url.startswith("data:") else page.external_requests.append(r.url))

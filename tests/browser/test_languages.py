@@ -5,7 +5,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import csp_violations, screenshot
 
 pytestmark = pytest.mark.slow
 
@@ -25,3 +25,4 @@ def test_the_chat_script_speaks_simplified_chinese(page):
     expect(page.locator(".message-item.user .tools button").first).to_have_text("复制")
     screenshot(page, "07-chatbot-zh-hans")
     assert errors == [] and page.dialogs == []
+    assert page.console_errors == [] and csp_violations(page) == []

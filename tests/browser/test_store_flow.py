@@ -5,7 +5,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import csp_violations, screenshot, watch, watched_context
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def test_a_new_user_browses_translates_builds_publishes_and_reviews(page):
     page.goto("/build/new/")
     page.get_by_label("Name").fill("Rain Poet")
     page.get_by_label("Short description").fill("Short poems about rain <script>alert('x')</script>")
-    page.get_by_label("Instructions").fill("Answer with a short poem about rain.")
+    page.get_by_label("Instructions", exact=True).fill("Answer with a short poem about rain.")
     page.get_by_label("Conversation starters").fill("Write about a storm")
     page.get_by_label("Max tokens").fill("12")
     page.get_by_role("button", name="Create draft").click()
@@ -79,14 +79,16 @@ def test_a_new_user_browses_translates_builds_publishes_and_reviews(page):
     expect(page.get_by_text("★ 5.0 (1 review)")).to_be_visible()
     screenshot(page, "05-app-page")
 
-    # Nothing came from another host, and no injected script ever ran.
+    # Nothing came from another host, no injected script ever ran, and the Content-Security-Policy blocked nothing
+    # the store's pages need (a violation is a console error; this page's are also counted one by one).
     assert page.external_requests == []
     assert page.dialogs == []
+    assert page.console_errors == [] and csp_violations(page) == []
 
 
 def test_phone_width_and_stop_button(browser, live_store):
-    context = browser.new_context(base_url=live_store, viewport={"width": 390, "height": 844})
-    page = context.new_page()
+    context = watched_context(browser, live_store, viewport={"width": 390, "height": 844})
+    page = watch(context.new_page())
     page.goto("/apps/chatbot/")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
     screenshot(page, "06-phone-chatbot")
@@ -97,6 +99,7 @@ def test_phone_width_and_stop_button(browser, live_store):
     stop.click()
     expect(stop).to_be_hidden(timeout=10_000)
     expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    assert page.console_errors == [] and csp_violations(page) == []
     context.close()
 
 
@@ -118,3 +121,4 @@ def test_model_output_is_shown_as_text_never_run(page, django_user_model):
     expect(body.locator("strong")).to_have_text("bold")  # markdown still works
     assert body.locator("img, script").count() == 0
     assert page.dialogs == []
+    assert page.console_errors == [] and csp_violations(page) == []

@@ -78,3 +78,48 @@ def test_env_example_lists_every_variable_the_settings_read():
     names |= set(re.findall(r'env\.db\(\s*"([A-Z_]+)"', (ROOT / "store" / "settings.py").read_text()))
     listed = set(re.findall(r"^#?\s*([A-Z_]+)=", (ROOT / ".env.example").read_text(), flags=re.M))
     assert names and names <= listed, f"missing from .env.example: {sorted(names - listed)}"
+
+
+PRODUCTION = {"SECRET_KEY": "k" * 20 + "-production-secret-of-sixty-characters-or-so-1234", "DEBUG": "false",
+              "ALLOWED_HOSTS": "store.example.com", "SECURE_COOKIES": "true", "BEHIND_TLS_PROXY": "true"}
+HTTPS_PROBE = """
+import json, django
+django.setup()
+from django.test import Client
+from django.test.utils import setup_test_environment
+setup_test_environment()
+client = Client(SERVER_NAME="store.example.com")
+plain = client.get("/terms/", HTTP_X_FORWARDED_PROTO="http")
+secure = client.get("/terms/", HTTP_X_FORWARDED_PROTO="https")
+probe = client.get("/healthz")
+print(json.dumps({"plain": [plain.status_code, plain.get("Location")], "hsts": secure.get("Strict-Transport-Security"),
+                  "secure": secure.status_code, "csp": secure.get("Content-Security-Policy"),
+                  "healthz": probe.status_code}))
+"""
+
+
+def run_with(tmp_path, args, **env):
+    base = {k: v for k, v in os.environ.items() if k not in CONFIG_VARS + ["SECURE_COOKIES", "BEHIND_TLS_PROXY"]}
+    base.update(DJANGO_SETTINGS_MODULE="store.settings", STORE_DATA_DIR=str(tmp_path / "data"), **env)
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=base, capture_output=True, text=True)
+
+
+def test_the_production_switches_pass_the_deploy_check(tmp_path):
+    """`check --deploy` fails on warnings as production would set it up; the embedded default is not clean
+    (plain HTTP on a laptop), which shows the check does look at the switches."""
+    checked = run_with(tmp_path, ["manage.py", "check", "--deploy", "--fail-level", "WARNING"], **PRODUCTION)
+    assert checked.returncode == 0, checked.stderr + checked.stdout
+    default = run_with(tmp_path, ["manage.py", "check", "--deploy", "--fail-level", "WARNING"])
+    assert default.returncode != 0
+    for check in ["security.W004", "security.W008", "security.W012", "security.W016"]:  # HSTS, redirect, cookies
+        assert check in default.stderr, check
+
+
+def test_behind_a_tls_proxy_plain_http_is_redirected_and_https_is_strict(tmp_path):
+    out = run_with(tmp_path, ["-c", HTTPS_PROBE], **PRODUCTION)
+    assert out.returncode == 0, out.stderr
+    s = json.loads(out.stdout.strip().splitlines()[-1])
+    assert s["plain"] == [301, "https://store.example.com/terms/"]
+    assert s["secure"] == 200 and s["hsts"] == "max-age=31536000; includeSubDomains"
+    assert "script-src 'self';" in s["csp"] and "frame-ancestors 'none'" in s["csp"]
+    assert s["healthz"] != 301  # the container's own probe asks over plain HTTP
