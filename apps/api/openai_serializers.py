@@ -2,7 +2,11 @@
 
 from dataclasses import fields
 
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import (
+    OpenApiExample,
+    extend_schema_field,
+    extend_schema_serializer,
+)
 from rest_framework import serializers
 
 from apps.inference.types import SamplingParams
@@ -97,6 +101,10 @@ class SamplingSerializer(serializers.Serializer):
         return bool((self.validated_data.get("stream_options") or {}).get("include_usage"))
 
 
+@extend_schema_serializer(examples=[OpenApiExample(
+    "A short answer", request_only=True,
+    value={"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16},
+)])
 class ChatCompletionSerializer(SamplingSerializer):
     messages = MessageSerializer(many=True, allow_empty=False)
     max_completion_tokens = serializers.IntegerField(required=False, min_value=1, allow_null=True)
@@ -107,6 +115,10 @@ class ChatCompletionSerializer(SamplingSerializer):
         return attrs
 
 
+@extend_schema_serializer(examples=[OpenApiExample(
+    "A short continuation", request_only=True,
+    value={"model": "smollm2-135m-instruct", "prompt": "Once upon a time", "max_tokens": 16},
+)])
 class CompletionSerializer(SamplingSerializer):
     prompt = serializers.JSONField()
     max_tokens = serializers.IntegerField(required=False, default=16, min_value=1, allow_null=True)  # OpenAI's default

@@ -34,6 +34,16 @@ ERROR_SCHEMA = {
     "required": ["error"],
 }
 
+# A server-sent event as a client reads it (Open API 3.0 has a text/event-stream schema describe one event): its
+# `data` is a JSON chunk, or `[DONE]` at the end of a /v1 stream.
+EVENT_COMPONENT = "ServerSentEvent"
+EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {"data": {"type": "string", "description": "A JSON object; `[DONE]` ends a /v1 stream."},
+                   "event": {"type": "string"}, "id": {"type": "string"}, "retry": {"type": "integer"}},
+    "required": ["data"],
+}
+
 ERROR_DESCRIPTIONS = {
     "400": "The request is not valid: `param` names the field or parameter at fault.",
     "401": "No API key, or one that is wrong, revoked or expired.",
@@ -115,17 +125,26 @@ def _one_media_type(operation: dict, components: dict) -> None:
         operation["requestBody"]["content"] = {keep: content[keep]}
 
 
+def _events_described(responses: dict) -> None:
+    for response in responses.values():
+        stream = response.get("content", {}).get("text/event-stream")
+        if stream is not None:
+            stream["schema"] = {"$ref": f"#/components/schemas/{EVENT_COMPONENT}"}
+
+
 def add_error_responses(result, generator, request, public):
-    """Postprocessing hook: one media type per request body, and the error answers of every operation, in the
-    one error shape."""
+    """Postprocessing hook: one media type per request body, server-sent events as events, and the error answers
+    of every operation, in the one error shape."""
     components = result.setdefault("components", {}).setdefault("schemas", {})
     components[ERROR_COMPONENT] = ERROR_SCHEMA
+    components[EVENT_COMPONENT] = EVENT_SCHEMA
     error_content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_COMPONENT}"}}}
     retry_after = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds until the window turns."}}
     for path, operations in result.get("paths", {}).items():
         for method, operation in operations.items():
             _one_media_type(operation, components)
             responses = operation["responses"]
+            _events_described(responses)
             for status in sorted(operation_error_statuses(path, method, operation)):
                 response = {"description": ERROR_DESCRIPTIONS[status], "content": error_content}
                 if status == "429":

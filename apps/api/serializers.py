@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db.models import Avg, Count
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import (
+    OpenApiExample,
+    extend_schema_field,
+    extend_schema_serializer,
+)
 from rest_framework import serializers
 
 from apps.catalog.models import AppVersion, Category, Report, Review, StoreApp
@@ -127,6 +131,7 @@ class ReportInputSerializer(serializers.Serializer):
 
 
 # --- Runs and conversations ---------------------------------------------------------------------------------
+@extend_schema_serializer(examples=[OpenApiExample("A chatbot's turn", request_only=True, value={"message": "Say hello."})])
 class AppRunInputSerializer(serializers.Serializer):
     """The app's inputs, by kind: a chatbot's `message` (and `conversation` to go on with one), a generator's
     `fields`, a translator's `text`, `source` and `target`."""
