@@ -39,6 +39,7 @@ class AppSerializer(serializers.ModelSerializer):
     model = serializers.CharField(source="model_reference")
     instructions = serializers.SerializerMethodField(help_text="The app's system prompt: its creator alone sees it.")
     prompt_template = serializers.SerializerMethodField(help_text="Generator apps; its creator alone sees it.")
+    secret_strings = serializers.SerializerMethodField(help_text="Strings an answer never contains; its creator alone sees them.")
     rating = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
 
@@ -47,7 +48,8 @@ class AppSerializer(serializers.ModelSerializer):
         fields = [
             "slug", "model_id", "name", "short_description", "description", "kind", "category", "creator", "visibility",
             "is_builtin", "is_featured", "instructions", "prompt_template", "input_fields", "conversation_starters", "model",
-            "temperature", "top_p", "max_tokens", "repetition_penalty", "remix_with_instructions", "rating", "published_at",
+            "temperature", "top_p", "max_tokens", "repetition_penalty", "remix_with_instructions", "secret_strings", "rating",
+            "published_at",
             "created_at", "updated_at", "url",
         ]
 
@@ -65,6 +67,10 @@ class AppSerializer(serializers.ModelSerializer):
     @extend_schema_field({"type": "string", "nullable": True})
     def get_prompt_template(self, app):
         return app.prompt_template if self._is_owner(app) else None
+
+    @extend_schema_field({"type": "array", "items": {"type": "string"}, "nullable": True})
+    def get_secret_strings(self, app):
+        return app.secret_strings if self._is_owner(app) else None
 
     @extend_schema_field({"type": "object", "properties": {"average": {"type": "number", "nullable": True},
                                                            "count": {"type": "integer"}}})
@@ -89,13 +95,15 @@ class AppInputSerializer(serializers.ModelSerializer):
     model = serializers.CharField(source="model_reference", max_length=300, required=False,
                                   help_text="A model reference: `<id>`, `<id>@<alias>` or `<id>@v<N>`.")
     conversation_starters = serializers.ListField(child=serializers.CharField(max_length=200), max_length=6, required=False)
+    secret_strings = serializers.ListField(child=serializers.CharField(max_length=200), max_length=20, required=False,
+                                           help_text="Strings an answer must never contain (the output filter stops it).")
 
     class Meta:
         model = StoreApp
         fields = [
             "name", "short_description", "description", "kind", "category", "instructions", "prompt_template",
             "conversation_starters", "model", "temperature", "top_p", "max_tokens", "repetition_penalty",
-            "remix_with_instructions",
+            "remix_with_instructions", "secret_strings",
         ]
 
 

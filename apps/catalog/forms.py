@@ -9,14 +9,19 @@ class AppForm(forms.ModelForm):
         label=_("Conversation starters"), required=False, widget=forms.Textarea(attrs={"rows": 3}),
         help_text=_("One per line, up to six: buttons that start a chat."),
     )
+    secret_strings = forms.CharField(
+        label=_("Secret strings"), required=False, widget=forms.Textarea(attrs={"rows": 2}),
+        help_text=_("One per line: codes or names from the instructions that an answer must never contain. "
+                    "An answer that would give one away is stopped."),
+    )
     model_reference = forms.ChoiceField(label=_("Model"))
     avatar = forms.FileField(label=_("Avatar"), required=False)  # checked and re-encoded by avatars.avatar_process
 
     class Meta:
         model = StoreApp
         fields = [
-            "name", "short_description", "description", "avatar", "category", "kind", "instructions", "prompt_template",
-            "conversation_starters", "model_reference", "temperature", "top_p", "max_tokens", "repetition_penalty",
+            "name", "short_description", "description", "avatar", "category", "kind", "instructions", "secret_strings",
+            "prompt_template", "conversation_starters", "model_reference", "temperature", "top_p", "max_tokens", "repetition_penalty",
             "remix_with_instructions",
         ]
         widgets = {
@@ -39,6 +44,10 @@ class AppForm(forms.ModelForm):
         self.fields["category"].queryset = Category.objects.all()
         if self.instance.pk:
             self.initial["conversation_starters"] = "\n".join(self.instance.conversation_starters)
+            self.initial["secret_strings"] = "\n".join(self.instance.secret_strings)
+
+    def clean_secret_strings(self):
+        return [line.strip() for line in self.cleaned_data["secret_strings"].splitlines() if line.strip()]
 
     def clean_conversation_starters(self):
         return [line.strip() for line in self.cleaned_data["conversation_starters"].splitlines() if line.strip()]

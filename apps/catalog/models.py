@@ -147,7 +147,7 @@ class StoreApp(TimeStampedModel):
 VERSIONED_FIELDS = [
     "name", "short_description", "description", "kind", "visibility", "instructions", "prompt_template",
     "input_fields", "conversation_starters", "model_reference", "temperature", "top_p", "max_tokens",
-    "repetition_penalty", "remix_with_instructions",
+    "repetition_penalty", "remix_with_instructions", "secret_strings",
 ]
 
 

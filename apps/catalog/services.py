@@ -26,6 +26,7 @@ from apps.catalog.models import (
 from apps.core.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from apps.registry.selectors import model_version_resolve
 
+MAX_SECRET_STRINGS = 20
 MAX_STARTERS = 6
 
 
@@ -78,6 +79,10 @@ def _clean(data: dict, *, user) -> dict:
     if len(starters) > MAX_STARTERS:
         raise InvalidRequest(f"At most {MAX_STARTERS} conversation starters.", param="conversation_starters")
     data["conversation_starters"] = [s[:200] for s in starters]
+    secrets = [s.strip() for s in data.get("secret_strings") or [] if isinstance(s, str) and s.strip()]
+    if len(secrets) > MAX_SECRET_STRINGS or any(len(s) > 200 for s in secrets):
+        raise InvalidRequest(f"At most {MAX_SECRET_STRINGS} secret strings of up to 200 characters.", param="secret_strings")
+    data["secret_strings"] = secrets
     reference = data.get("model_reference") or default_model_reference()
     model_version_resolve(reference=reference, user=user)  # NotFound for a model the creator may not use
     data["model_reference"] = reference
@@ -191,7 +196,7 @@ def app_remix(*, app: StoreApp, user) -> StoreApp:
         raise Forbidden(_("Only public apps can be remixed."), code="remix_not_allowed")
     data = {field: getattr(app, field) for field in REMIX_FIELDS}
     if own or app.remix_with_instructions:
-        data.update(instructions=app.instructions, prompt_template=app.prompt_template)
+        data.update(instructions=app.instructions, prompt_template=app.prompt_template, secret_strings=app.secret_strings)
     elif app.kind == StoreApp.Kind.GENERATOR:
         data["prompt_template"] = _public_template(app.input_fields)
     try:
