@@ -48,7 +48,7 @@ def model_object(model) -> dict:
 
 def app_object(app) -> dict:
     return {
-        "id": f"{APP_PREFIX}{app.slug}",
+        "id": f"{APP_PREFIX}{app.address}",  # a link-only app's address holds its token
         "object": "model",
         "created": int((app.published_at or app.created_at).timestamp()),
         "owned_by": app.creator.username if app.creator_id else "system",

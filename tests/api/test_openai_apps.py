@@ -24,13 +24,16 @@ def test_models_list_apps_the_caller_may_use(client, store, user, other_user):
     key = api_key_create(user=user, name="k")[1]
     ids = [m["id"] for m in client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {key}").json()["data"]]
     assert {"smollm2-135m-instruct", "app:chatbot", "app:translator", "app:text-generator", f"app:{mine.slug}"} <= set(ids)
-    assert f"app:{link.slug}" not in ids and f"app:{secret.slug}" not in ids
+    assert f"app:{link.address}" not in ids and f"app:{link.slug}" not in ids and f"app:{secret.slug}" not in ids
     auth = {"HTTP_AUTHORIZATION": f"Bearer {key}"}
-    assert client.get(f"/v1/models/app:{link.slug}", **auth).json()["owned_by"] == other_user.username
+    model = client.get(f"/v1/models/app:{link.address}", **auth).json()
+    assert model["owned_by"] == other_user.username and model["id"] == f"app:{link.address}"
+    assert client.get(f"/v1/models/app:{link.slug}", **auth).status_code == 404  # the token is the address
     assert client.get(f"/v1/models/app:{secret.slug}", **auth).status_code == 404
     response = call(client, key, {"model": f"app:{secret.slug}", "messages": [{"role": "user", "content": "hi"}]})
     assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
-    assert call(client, key, {"model": f"app:{link.slug}", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).status_code == 200
+    assert call(client, key, {"model": f"app:{link.address}", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).status_code == 200
+    assert call(client, key, {"model": f"app:{link.slug}", "messages": [{"role": "user", "content": "hi"}]}).status_code == 404
 
 
 def test_app_instructions_come_first_and_the_caller_overrides_sampling(client, store, user):

@@ -60,8 +60,6 @@ def test_every_page_runs_under_the_policy(client, store, user, tiny_hf_dir):
         assert_runs_under_the_policy(response, url)
 
 
-@pytest.mark.xfail(strict=True, reason="templates/registry/model_detail.html still confirms a deletion with an inline "
-                   "onsubmit handler, which the policy blocks: it becomes data-confirm (handled by static/js/store.js)")
 def test_an_owner_s_model_page_runs_under_the_policy(client, store, user, tiny_hf_dir):
     fine_tune = f"ft:smollm2-135m-instruct:{user.slug}:csp:ftjob-csp2"
     model_version_register(name=fine_tune, source_dir=tiny_hf_dir, owner=user)
