@@ -2,15 +2,24 @@ import hashlib
 import secrets
 from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from apps.accounts.limits import Quota, request_take
 from apps.accounts.models import APIKey, User
 from apps.registry.services import registered_model_delete
 
 
 def user_create(*, username: str, email: str, password: str) -> User:
     return User.objects.create_user(username=username, email=email.strip().lower(), password=password)
+
+
+def user_signup(*, address: str, username: str, email: str, password: str) -> User:
+    """A new account from a client address: one of SIGNUP_PER_ADDRESS_PER_HOUR (RateLimited when spent), so new
+    accounts are no way around the per-user limits. Only a valid form reaches here (a typo costs nothing)."""
+    request_take(quotas=[Quota(f"signup:{address}", settings.SIGNUP_PER_ADDRESS_PER_HOUR, tokens=1 << 62, window=3600)])
+    return user_create(username=username, email=email, password=password)
 
 
 @transaction.atomic

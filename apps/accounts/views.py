@@ -1,6 +1,5 @@
 from datetime import timedelta
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, logout
 from django.contrib.auth.decorators import login_required
@@ -13,11 +12,11 @@ from django.utils.translation import ngettext
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.accounts.forms import AccountDeleteForm, APIKeyForm, ProfileForm, SignupForm
-from apps.accounts.limits import Quota, RateLimited, client_address, request_take
+from apps.accounts.limits import RateLimited, client_address
 from apps.accounts.services import (
     api_key_create,
     api_key_revoke,
-    user_create,
+    user_signup,
     user_delete,
 )
 from apps.chat.selectors import usage_summary
@@ -33,13 +32,6 @@ def _safe_next(request) -> str | None:
     return None
 
 
-def _signup_take(request) -> None:
-    """One sign-up from this client address, out of SIGNUP_PER_ADDRESS_PER_HOUR (RateLimited when spent): new
-    accounts are no way around the per-user limits. Only a valid form counts (a typo costs nothing)."""
-    address = client_address(request.META)
-    request_take(quotas=[Quota(f"signup:{address}", settings.SIGNUP_PER_ADDRESS_PER_HOUR, tokens=1 << 62, window=3600)])
-
-
 @require_http_methods(["GET", "POST"])
 def signup(request):
     if request.user.is_authenticated:
@@ -47,7 +39,12 @@ def signup(request):
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            _signup_take(request)
+            user = user_signup(
+                address=client_address(request.META),
+                username=form.cleaned_data["username"],
+                email=form.cleaned_data["email"],
+                password=form.cleaned_data["password1"],
+            )
         except RateLimited as refused:
             minutes = max(1, (refused.retry_after + 59) // 60)
             form.add_error(None, ngettext(
@@ -57,11 +54,6 @@ def signup(request):
             response = render(request, "accounts/signup.html", {"form": form, "next": _safe_next(request)}, status=429)
             response["Retry-After"] = str(refused.retry_after)
             return response
-        user = user_create(
-            username=form.cleaned_data["username"],
-            email=form.cleaned_data["email"],
-            password=form.cleaned_data["password1"],
-        )
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         messages.success(request, _("Welcome, %(name)s! Your account is ready.") % {"name": user.username})
         return redirect(_safe_next(request) or "accounts:account")
