@@ -78,6 +78,8 @@ MIDDLEWARE = [
     # Refuses an oversized body before anything reads it (CSRF's check reads a POST's form only after every
     # middleware's request phase); last, so that its 413 page has the user and the language.
     "apps.core.uploads.RequestBodyLimitMiddleware",
+    # A NUL byte in the path or query string is a 400 before any lookup (PostgreSQL text cannot hold one).
+    "apps.core.nul_bytes.NulByteMiddleware",
 ]
 
 ROOT_URLCONF = "store.urls"

@@ -45,13 +45,14 @@ EVENT_SCHEMA = {
 }
 
 ERROR_DESCRIPTIONS = {
-    "400": "The request is not valid: `param` names the field or parameter at fault.",
+    "400": "The request is not valid: `param` names the field or parameter at fault (any request with a NUL byte in "
+           "its path or query string is a 400 too).",
     "401": "No API key, or one that is wrong, revoked or expired.",
     "403": "Not allowed: the object is visible to the caller but not theirs to change, or a browser session's request "
            "lacks its CSRF token.",
     "404": "No such object, or one the caller may not see (also a `cursor` or `after` that names none).",
     "409": "The object's state does not allow it now.",
-    "413": "The file is over the size limit.",
+    "413": "The body is over the size limit (the file and the form around it, on an upload).",
     "415": "The body's content type is not one this operation takes.",
     "429": "A rate limit or quota is spent; `Retry-After` says when to come back where a window will turn.",
     "503": "The model server is busy or not ready; try again shortly.",
@@ -72,8 +73,8 @@ OPERATION_ERRORS: dict[str, set[str]] = {
     "api_v1_apps_versions_list": _OWNED,
     "api_v1_apps_versions_restore_create": _OWNED,
     "api_v1_apps_reviews_create": {"409"},  # a creator reviewing their own app
-    "api_v1_files_create": {"413", "429"},  # the file size cap; the daily upload quota
-    "v1_files_create": {"413", "429"},
+    "api_v1_files_create": {"429"},  # the storage quota
+    "v1_files_create": {"429"},
     "api_v1_files_destroy": {"409"},  # jobs refer to the file
     "v1_files_destroy": {"409"},
     "api_v1_jobs_create": {"404", "429"},  # files and the base model by reference; the active-jobs quota
@@ -90,12 +91,11 @@ PAGE_PARAMETERS = {"cursor", "after"}
 
 def operation_error_statuses(path: str, method: str, operation: dict) -> set[str]:
     """The error statuses an operation can answer with, from its shape, plus OPERATION_ERRORS."""
-    statuses = set(OPERATION_ERRORS.get(operation["operationId"], ()))
+    statuses = set(OPERATION_ERRORS.get(operation["operationId"], ())) | {"400"}  # apps/core/nul_bytes.py, at least
     parameters = operation.get("parameters", [])
     body = operation.get("requestBody")
-    if body or any(p["in"] == "query" for p in parameters):
-        statuses.add("400")
     if body:
+        statuses.add("413")  # apps/core/uploads.py caps every body before it is read
         statuses.add("415")  # DRF's parsers refuse a content type they do not read
     if operation.get("security"):
         statuses.add("401")
