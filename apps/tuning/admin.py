@@ -22,5 +22,6 @@ class JobEventInline(admin.TabularInline):
 class FineTuningJobAdmin(admin.ModelAdmin):
     list_display = ["public_id", "owner", "method", "status", "step", "total_steps", "attempts", "fine_tuned_model", "created_at"]
     list_filter = ["status", "method"]
-    readonly_fields = ["public_id", "lease_owner", "lease_expires_at", "heartbeat_at", "result_version"]
+    readonly_fields = ["public_id", "lease_owner", "lease_expires_at", "heartbeat_at", "dispatched_at", "lost_messages", "training_seconds",
+                       "result_version"]
     inlines = [JobEventInline]

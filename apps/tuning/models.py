@@ -97,6 +97,12 @@ class FineTuningJob(TimeStampedModel):
     val_loss_after = models.FloatField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     cancel_requested = models.BooleanField(default=False)
+    # Seconds the trainer has run, over every attempt: the job stops at FINETUNE_MAX_WALL_SECONDS.
+    training_seconds = models.FloatField(default=0)
+    # When the job's run message was last sent to the gpu queue, and how many of its messages no runner took (lost
+    # with a worker that had fetched them): beat sends it again, and fails the job after FINETUNE_MAX_ATTEMPTS.
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    lost_messages = models.PositiveSmallIntegerField(default=0)
     # Exactly one runner at a time: a lease (owner token + expiry), renewed by the heartbeat.
     lease_owner = models.CharField(max_length=64, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)

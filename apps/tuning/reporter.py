@@ -1,11 +1,13 @@
 """The trainer's reporter inside a job's child process: each step, checkpoint and stop check goes to the job's rows.
 
 Every write is conditional on the lease token: a child whose lease went to another runner writes nothing and
-stops at the end of its step (never two runners on one job).
+stops at the end of its step (never two runners on one job). It also keeps the job's training time, over all its
+attempts, and stops at the end of the step that reaches FINETUNE_MAX_WALL_SECONDS (the runner then fails the job).
 """
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -18,9 +20,16 @@ from apps.tuning.models import FineTuningJob, JobCheckpoint, JobEvent, JobMetric
 class JobReporter:
     def __init__(self, job_id: int, token: str):
         self.job_id, self.token = job_id, token
+        # The attempt's clock starts with the child (loading the model and the data count too).
+        self.started = time.monotonic()
+        self.seconds_before = FineTuningJob.objects.filter(pk=job_id).values_list("training_seconds", flat=True).first() or 0.0
 
     def _job(self):
         return FineTuningJob.objects.filter(pk=self.job_id, lease_owner=self.token)
+
+    def training_seconds(self) -> float:
+        """This job's training time: its earlier attempts' and this one's so far."""
+        return self.seconds_before + time.monotonic() - self.started
 
     def on_start(self, *, total_steps, resumed_from_step):
         self._job().update(total_steps=total_steps, step=resumed_from_step)
@@ -35,7 +44,7 @@ class JobReporter:
         )
         now = timezone.now()
         self._job().update(
-            step=step, total_steps=total_steps, heartbeat_at=now,
+            step=step, total_steps=total_steps, heartbeat_at=now, training_seconds=self.training_seconds(),
             lease_expires_at=now + timedelta(seconds=settings.FINETUNE_LEASE_SECONDS), updated_at=now,
         )
 
@@ -54,4 +63,7 @@ class JobReporter:
             JobEvent.objects.create(job_id=self.job_id, message=f"Checkpoint saved at step {step}.", data={"step": step})
 
     def should_stop(self) -> bool:
+        if self.training_seconds() >= settings.FINETUNE_MAX_WALL_SECONDS:
+            self._job().update(training_seconds=self.training_seconds())  # what the runner reads to fail the job
+            return True
         return not self._job().filter(cancel_requested=False).exists()

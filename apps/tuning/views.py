@@ -14,6 +14,7 @@ from apps.tuning import selectors, services
 from apps.tuning.forms import JobForm, UploadForm
 from apps.tuning.hyperparameters import NAMES
 from apps.tuning.models import TrainingFile
+from apps.tuning.services.limits import duration_text
 
 
 def _model_choices(user) -> list[tuple[str, str]]:
@@ -55,11 +56,14 @@ def customize(request):
                 return redirect("tuning:file", public_id=f.public_id)
     jobs = selectors.finetune_job_list(user=request.user)[:50]
     services.finetune_job_notices_clear(owner=request.user)
+    limits = services.training_limits(user=request.user)
     return render(request, "tuning/customize.html", {
         "upload_form": upload,
         "job_form": JobForm(user=request.user, model_choices=_model_choices(request.user)),
         "files": selectors.training_file_list(user=request.user)[:50],
         "jobs": jobs,
+        "limits": limits,
+        "wall": duration_text(limits["max_wall_seconds"]),
     })
 
 
@@ -72,14 +76,16 @@ def file_detail(request, public_id):
 @login_required
 @require_GET
 def estimate(request):
-    """The job form's live estimate: steps, tokens and time on this hardware, before anything is queued."""
+    """The job form's live estimate before anything is queued: steps, tokens and time on this hardware, the limits
+    the job is held to and what is left of the user's training budget today, and the problem if it is over one."""
     public_id = request.GET.get("training_file", "")
     try:
         f = selectors.access_training_file(user=request.user, public_id=public_id) if public_id else None
         if f is None or f.status != TrainingFile.Status.PROCESSED:
             raise InvalidRequest(_("Choose a processed training file."), param="training_file")
         given = {k: request.GET[k] for k in NAMES if request.GET.get(k)}
-        return JsonResponse(services.finetune_job_estimate(training_file=f, method=request.GET.get("method", "lora"), hyperparameters=given))
+        return JsonResponse(services.finetune_job_estimate(owner=request.user, training_file=f, method=request.GET.get("method", "lora"),
+                                                           hyperparameters=given))
     except StoreError as exc:
         return _json_error(exc)
 

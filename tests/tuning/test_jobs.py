@@ -5,7 +5,6 @@ import signal
 import time
 
 import psutil
-import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from apps.inference import services as inference
@@ -13,7 +12,6 @@ from apps.inference.types import SamplingParams
 from apps.registry.models import ModelVersion
 from apps.tuning import services
 from apps.tuning.models import FineTuningJob, JobMetric, TrainingFile
-from tests.factories import UserFactory
 from tests.live import celery_worker, wait_for
 
 PIRATE = "Arr, matey! "
@@ -26,17 +24,6 @@ def chat_lines(n=24):
                                  {"role": "assistant", "content": PIRATE + f"{topics[i % 8]} be fine."}]})
         for i in range(n)
     ) + "\n"
-
-
-@pytest.fixture
-def setup(transactional_db, tiny_hf_dir, tmp_path, settings):
-    from apps.registry.services import model_version_register
-
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.FINETUNE_WORK_ROOT = tmp_path / "finetune"
-    settings.QUOTA_ACTIVE_JOBS = 5
-    model_version_register(name=settings.BASE_MODEL_ID, source_dir=tiny_hf_dir)
-    return UserFactory()
 
 
 def upload(user, content: str, name: str) -> TrainingFile:

@@ -1,4 +1,5 @@
-"""Fine-tuning jobs: create (checked, estimated, queued), cancel, finish (with the owner's notice), events."""
+"""Fine-tuning jobs: create (checked, estimated, held to the limits, queued), cancel, finish (with the owner's notice),
+events."""
 
 from __future__ import annotations
 
@@ -6,24 +7,38 @@ import shutil
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from apps.core.errors import Conflict, InvalidRequest
+from apps.core.errors import Conflict, InvalidRequest, StoreError
 from apps.registry.models import ModelVersion
 from apps.tuning.dispatch import finetune_job_enqueue
 from apps.tuning.hyperparameters import hyperparameters_resolve, training_estimate
 from apps.tuning.models import FineTuningJob, JobEvent, TrainingFile
 from apps.tuning.services.files import QuotaExceeded, base_version_resolve
+from apps.tuning.services.limits import (
+    training_budget_check,
+    training_job_cap_check,
+    training_limits,
+    training_limits_check,
+)
 
 
-def finetune_job_estimate(*, training_file: TrainingFile, method: str, hyperparameters: dict | None) -> dict:
-    """What the job form shows before anything is queued: the resolved hyperparameters, steps, tokens and time."""
+def finetune_job_estimate(*, owner, training_file: TrainingFile, method: str, hyperparameters: dict | None) -> dict:
+    """What the job form shows before anything is queued: the resolved hyperparameters, steps, tokens and time, the
+    limits the job is held to (with what is left of the owner's budget today) and the problem, if it is over one."""
     hyper = hyperparameters_resolve(method=method, examples=training_file.example_count, given=hyperparameters)
-    return {"hyperparameters": hyper, **training_estimate(method=method, hyperparameters=hyper, examples=training_file.example_count,
-                                                          tokens=training_file.token_count)}
+    estimate = training_estimate(method=method, hyperparameters=hyper, examples=training_file.example_count,
+                                 tokens=training_file.token_count)
+    problem = None
+    try:
+        training_limits_check(user=owner, estimate=estimate, file_tokens=training_file.token_count, n_epochs=hyper["n_epochs"])
+    except StoreError as exc:
+        problem = {"message": exc.message, "code": exc.code}
+    return {"hyperparameters": hyper, **estimate, "limits": training_limits(user=owner), "problem": problem}
 
 
 def _file_check(*, owner, training_file: TrainingFile, method: str, param: str) -> None:
@@ -53,20 +68,32 @@ def finetune_job_create(
     if base.kind != ModelVersion.Kind.FULL:
         raise InvalidRequest("Fine-tuning starts from full weights: choose the base model or a full fine-tune.", param="model")
     suffix = slugify(suffix or "")[:40]
-    if FineTuningJob.objects.filter(owner=owner, status__in=FineTuningJob.ACTIVE).count() >= settings.QUOTA_ACTIVE_JOBS:
-        raise QuotaExceeded(f"You already have {settings.QUOTA_ACTIVE_JOBS} jobs queued or running; wait for one to finish.")
     hyper = hyperparameters_resolve(method=method, examples=training_file.example_count, given=hyperparameters)
     estimate = training_estimate(method=method, hyperparameters=hyper, examples=training_file.example_count,
                                  tokens=training_file.token_count)
+    training_job_cap_check(estimate=estimate, file_tokens=training_file.token_count, n_epochs=hyper["n_epochs"])
     with transaction.atomic():
+        # The owner's row locked: two requests at once cannot both take the last slot or the last of the budget.
+        get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
+        if FineTuningJob.objects.filter(owner=owner, status__in=FineTuningJob.ACTIVE).count() >= settings.QUOTA_ACTIVE_JOBS:
+            raise QuotaExceeded(f"You already have {settings.QUOTA_ACTIVE_JOBS} jobs queued or running; wait for one to finish.")
+        training_budget_check(user=owner, tokens=estimate["tokens"])
         job = FineTuningJob.objects.create(
             owner=owner, base_version=base, base_reference=model, training_file=training_file, validation_file=validation_file,
             method=method, hyperparameters=hyper, suffix=suffix, seed=42 if seed is None else int(seed), estimate=estimate,
         )
         job_event_create(job=job, message=f"Created fine-tuning job {job.public_id} ({job.get_method_display()}) on {base.reference}.",
                          data=job.estimate)
-        finetune_job_enqueue(job_id=job.pk)
+        finetune_job_dispatch(job=job)
     return job
+
+
+def finetune_job_dispatch(*, job: FineTuningJob) -> None:
+    """Send the job to the gpu queue once the transaction commits, noting when: a message that no runner takes
+    (lost with a worker that fetched it) is sent again by beat (`requeue_stale_jobs`)."""
+    job.dispatched_at = timezone.now()
+    FineTuningJob.objects.filter(pk=job.pk).update(dispatched_at=job.dispatched_at)
+    finetune_job_enqueue(job_id=job.pk)
 
 
 def job_event_create(*, job: FineTuningJob, message: str, level: str = "info", data: dict | None = None) -> JobEvent:
