@@ -17,11 +17,23 @@
       const data = await r.json();
       if (!r.ok) { box.textContent = data.error.message; box.className = "estimate error"; return; }
       const minutes = Math.max(1, Math.round(data.seconds_cpu / 60));
-      box.className = "estimate";
-      box.textContent = interpolate(
+      const line = (text, role) => { const el = document.createElement("div"); el.textContent = text; if (role) el.dataset.role = role; return el; };
+      const lines = [line(interpolate(
         gettext("%(steps)s steps · %(tokens)s training tokens · about %(minutes)s min on this machine's CPU (epochs %(epochs)s, batch %(batch)s, learning rate %(rate)s)"),
         { steps: data.steps, tokens: data.tokens.toLocaleString(), minutes, epochs: data.hyperparameters.n_epochs,
-          batch: data.hyperparameters.batch_size, rate: data.hyperparameters.learning_rate.toExponential(1) }, true);
+          batch: data.hyperparameters.batch_size, rate: data.hyperparameters.learning_rate.toExponential(1) }, true))];
+      // The limits the job is held to, before it is queued: the same figures the job-create error gives.
+      const limits = data.limits;
+      const wall = limits.max_wall_seconds >= 3600
+        ? interpolate(gettext("%(hours)s h"), { hours: +(limits.max_wall_seconds / 3600).toFixed(1) }, true)
+        : interpolate(gettext("%(minutes)s min"), { minutes: Math.ceil(limits.max_wall_seconds / 60) }, true);
+      lines.push(line(interpolate(
+        gettext("Limits: %(max)s training tokens and %(wall)s of training per job; %(left)s of your %(daily)s training tokens for 24 hours left."),
+        { max: limits.max_job_tokens.toLocaleString(), wall, left: limits.daily_tokens_left.toLocaleString(),
+          daily: limits.daily_tokens.toLocaleString() }, true), "limits"));
+      if (data.problem) lines.push(line(data.problem.message, "problem"));
+      box.className = data.problem ? "estimate error" : "estimate";
+      box.replaceChildren(...lines);
     };
     form.addEventListener("change", update);
     update();
