@@ -214,6 +214,7 @@ ANON_TRIAL_RUNS = env.int("ANON_TRIAL_RUNS", default=10)
 ANON_TRIAL_TOKENS = env.int("ANON_TRIAL_TOKENS", default=20_000)
 ANON_TRIAL_GLOBAL_RUNS = env.int("ANON_TRIAL_GLOBAL_RUNS", default=500)
 ANON_TRIAL_GLOBAL_TOKENS = env.int("ANON_TRIAL_GLOBAL_TOKENS", default=1_000_000)
+ANON_TRIAL_WINDOW_SECONDS = 3600  # the trials' window: an hour (not configurable; tests stretch it)
 # Reverse proxies whose X-Forwarded-For is believed (comma-separated IP addresses); none by default.
 TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 # Bounded work per run (every face): n x num_beams sequences at most, and concurrent streams per user, per API key
@@ -223,6 +224,7 @@ RUN_MAX_CONCURRENT_STREAMS = max(2, env.int("RUN_MAX_CONCURRENT_STREAMS", defaul
 RUN_STREAM_STALE_SECONDS = env.int("RUN_STREAM_STALE_SECONDS", default=60)
 # Sign-ups per client address per hour, so that new accounts are no way around the per-user limits.
 SIGNUP_PER_ADDRESS_PER_HOUR = env.int("SIGNUP_PER_ADDRESS_PER_HOUR", default=5)
+SIGNUP_WINDOW_SECONDS = 3600  # an hour (not configurable; tests stretch it)
 
 # --- Celery ------------------------------------------------------------------------------------------------
 BROKER_DIR = DATA_DIR / "broker"

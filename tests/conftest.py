@@ -39,6 +39,15 @@ def registry_root(tmp_path, settings) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def rate_windows_that_never_turn(settings):
+    """Rate limits count in fixed windows (a minute, an hour): a test that happens to cross a window's end would
+    see its counters start again. Windows of about three years never turn during a test."""
+    settings.RATE_LIMIT_WINDOW_SECONDS = 10**8
+    settings.ANON_TRIAL_WINDOW_SECONDS = 10**8
+    settings.SIGNUP_WINDOW_SECONDS = 10**8
+
+
 @pytest.fixture(scope="session")
 def real_gguf() -> Path:
     from apps.registry.base_model import base_model_gguf_path

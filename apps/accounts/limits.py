@@ -85,8 +85,9 @@ def client_address(meta: dict) -> str:
 def anonymous_quotas(*, address: str) -> list[Quota]:
     """Trials without an account: per client address and for all anonymous visitors together, per hour."""
     return [
-        Quota(f"anon:{address}", settings.ANON_TRIAL_RUNS, settings.ANON_TRIAL_TOKENS, window=3600),
-        Quota("anon:*", settings.ANON_TRIAL_GLOBAL_RUNS, settings.ANON_TRIAL_GLOBAL_TOKENS, window=3600),
+        Quota(f"anon:{address}", settings.ANON_TRIAL_RUNS, settings.ANON_TRIAL_TOKENS, window=settings.ANON_TRIAL_WINDOW_SECONDS),
+        Quota("anon:*", settings.ANON_TRIAL_GLOBAL_RUNS, settings.ANON_TRIAL_GLOBAL_TOKENS,
+              window=settings.ANON_TRIAL_WINDOW_SECONDS),
     ]
 
 

@@ -18,7 +18,8 @@ def user_create(*, username: str, email: str, password: str) -> User:
 def user_signup(*, address: str, username: str, email: str, password: str) -> User:
     """A new account from a client address: one of SIGNUP_PER_ADDRESS_PER_HOUR (RateLimited when spent), so new
     accounts are no way around the per-user limits. Only a valid form reaches here (a typo costs nothing)."""
-    request_take(quotas=[Quota(f"signup:{address}", settings.SIGNUP_PER_ADDRESS_PER_HOUR, tokens=1 << 62, window=3600)])
+    request_take(quotas=[Quota(f"signup:{address}", settings.SIGNUP_PER_ADDRESS_PER_HOUR, tokens=1 << 62,
+                                 window=settings.SIGNUP_WINDOW_SECONDS)])
     return user_create(username=username, email=email, password=password)
 
 

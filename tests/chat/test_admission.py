@@ -33,16 +33,8 @@ def chat_body(**extra):
     return {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Tell me a story."}], **extra}
 
 
-def test_max_tokens_is_at_most_the_context_left(client, store, key, monkeypatch):
-    seen = []
-    engine = inference.engine_get()
-
-    class Watched:
-        def stream(self, request):
-            seen.append(request)
-            return engine.stream(request)
-
-    monkeypatch.setattr(run_services, "engine_get", lambda: Watched())
+def test_max_tokens_is_at_most_the_context_left(client, key, engine_requests):
+    seen = engine_requests
     context = inference.prompt_measure(inference.model_spec_resolve(user=None, reference="smollm2-135m-instruct")).context
     refused = v1(client, key, "chat/completions", chat_body(max_tokens=context))
     assert refused.status_code == 400

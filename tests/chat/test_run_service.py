@@ -11,28 +11,11 @@ import pytest
 
 from apps.accounts.models import RateWindow
 from apps.accounts.services import api_key_create
-from apps.chat import services as run_services
 from apps.chat.models import AppRun
-from apps.inference import services as inference
 
 pytestmark = pytest.mark.django_db
 
 TEXT = "Good morning, my friend."
-
-
-@pytest.fixture
-def engine_requests(store, monkeypatch):
-    """Every generation request the run service hands the engine, in order."""
-    seen = []
-    engine = inference.engine_get()
-
-    class Watched:
-        def stream(self, request):
-            seen.append(request)
-            return engine.stream(request)
-
-    monkeypatch.setattr(run_services, "engine_get", lambda: Watched())
-    return seen
 
 
 class Faces:
