@@ -124,7 +124,8 @@ def stream_slots_take(*, user, api_key, address: str) -> list[int]:
 
 @dataclass
 class Meter:
-    """Bills a run's tokens as they come and keeps its stream slots alive; `close` settles the rest."""
+    """Bills a run's tokens as they come and keeps its stream slots alive; `settle` (or `settle_partial`) bills the
+    rest when the run ends, `release` frees its slots."""
 
     quotas: list[Quota]
     slots: list[int]

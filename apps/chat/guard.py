@@ -16,6 +16,9 @@ from __future__ import annotations
 import re
 
 WINDOW = 8
+# Each piece is checked against the end of the answer only (what came before was checked already): this many
+# characters hold the newest words and any secret (at most 200 characters), so a long answer costs no more per token.
+TAIL_CHARS = 2000
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -43,8 +46,8 @@ class LeakGuard:
         if self.tripped:
             return ""
         self.text += delta
-        lowered = self.text.lower()
-        if any(secret in lowered for secret in self.secrets) or self._repeats_instructions():
+        lowered = self.text[-TAIL_CHARS:].lower()
+        if any(secret in lowered for secret in self.secrets) or self._repeats_instructions(lowered):
             self.tripped = True
             return ""
         safe_end = len(self.text) - self._held_back(lowered)
@@ -58,10 +61,10 @@ class LeakGuard:
         out, self.sent = self.text[self.sent:], len(self.text)
         return out
 
-    def _repeats_instructions(self) -> bool:
+    def _repeats_instructions(self, tail: str) -> bool:
         if not self.ngrams:
             return False
-        words = _words(self.text)
+        words = _words(tail)
         # Only the newest windows can be new; an unfinished last word is checked on the next piece too.
         tail = words[-(WINDOW + 4):]
         return any(tuple(tail[i:i + WINDOW]) in self.ngrams for i in range(len(tail) - WINDOW + 1))

@@ -105,6 +105,14 @@ class Done:
         completion = sum(r.completion_tokens for r in self.results)
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
+    def app_summary(self) -> dict:
+        """How an app's run ended, as pages and /api/v1 show it (the last event, or beside the whole text)."""
+        return {
+            "finish_reason": self.results[0].finish_reason,
+            "conversation": self.conversation.pk if self.conversation else None,
+            "usage": {k: self.usage[k] for k in ("prompt_tokens", "completion_tokens")},
+        }
+
 
 @dataclass
 class RunOutcome:
@@ -170,9 +178,10 @@ def _run_start(*, caller: Caller, app, request: GenerationRequest, measure, n: i
     request = request_bound(request, prompt_tokens=prompt_tokens, context=measure.context, n=n,
                             caller_max_tokens=caller_max_tokens)
     who = {"user": caller.user, "api_key": caller.api_key, "address": caller.address}
-    quotas, headers = quotas_take(**who)
-    meter = Meter(quotas=quotas, slots=stream_slots_take(**who))
+    # Slots first: a caller with too many answers streaming is refused without spending a request of the quota.
+    meter = Meter(quotas=[], slots=stream_slots_take(**who))
     try:
+        meter.quotas, headers = quotas_take(**who)
         engine = engine_get()
         streams = []
         for i in range(n):  # all n start now, so the engine decodes them together
@@ -263,12 +272,7 @@ def run_app_events(run: Run) -> Iterator[dict]:
         elif isinstance(event, Notice):
             yield {"notice": event.text}
         elif isinstance(event, Done):
-            yield {
-                "done": True,
-                "finish_reason": event.results[0].finish_reason,
-                "conversation": event.conversation.pk if event.conversation else None,
-                "usage": {k: event.usage[k] for k in ("prompt_tokens", "completion_tokens")},
-            }
+            yield {"done": True, **event.app_summary()}
 
 
 LEAK_NOTICE = "The answer was stopped: it was giving away the app's private instructions."

@@ -65,9 +65,11 @@ def test_concurrent_streams_are_capped_per_user(store, user, other_user, setting
         return run_services.app_run_start(caller=who, app=chatbot, inputs={"message": "Hi"})
 
     first, second = start(), start()
+    taken = RateWindow.objects.get(scope=f"user:{user.pk}").requests
     with pytest.raises(TooManyStreams) as refused:
         start()
     assert refused.value.status == 429 and refused.value.headers["Retry-After"]
+    assert RateWindow.objects.get(scope=f"user:{user.pk}").requests == taken  # a refused run spends no request
     assert start(run_services.Caller(other_user)) is not None  # another user has slots of their own
     events = run_services.run_events(first)
     next(events)

@@ -177,11 +177,8 @@ class AppViewSet(StoreAPIMixin, viewsets.GenericViewSet):
             response = sse_response(request, lambda: sse_events(chat_services.run_app_events(run)))
         else:
             outcome = chat_services.run_collect(run)
-            done = outcome.done
-            response = Response({"app": app.slug, "text": outcome.texts[0], "finish_reason": done.results[0].finish_reason,
-                                 "conversation": done.conversation.pk if done.conversation else None,
-                                 "notice": outcome.notice,
-                                 "usage": {k: done.usage[k] for k in ("prompt_tokens", "completion_tokens")}})
+            response = Response({"app": app.slug, "text": outcome.texts[0], "notice": outcome.notice,
+                                 **outcome.done.app_summary()})
         for name, value in run.limit_headers.items():
             response[name] = value
         return response
