@@ -8,7 +8,6 @@ import asyncio
 import hashlib
 import io
 import os
-import tempfile
 import zipfile
 
 import pytest
@@ -23,15 +22,6 @@ from tests.registry.test_services import make_source
 pytestmark = pytest.mark.django_db
 
 BIG = 5 * CHUNK_BYTES + 12345  # weights over several chunks
-
-
-@pytest.fixture
-def empty_tempdir(tmp_path, monkeypatch):
-    """Python's temp folder, pointed at an empty folder: a download must leave nothing there, ever."""
-    folder = tmp_path / "tmp"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
 
 
 @pytest.fixture

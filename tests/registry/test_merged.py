@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 from datetime import timedelta
 
@@ -43,14 +42,6 @@ def sent(monkeypatch):
 
     monkeypatch.setattr(current_app, "send_task", send_task)
     return calls
-
-
-@pytest.fixture
-def empty_tempdir(tmp_path, monkeypatch):
-    folder = tmp_path / "tmp"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
 
 
 @pytest.fixture
