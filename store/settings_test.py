@@ -12,3 +12,7 @@ os.environ.setdefault("STORE_DATA_DIR", str(Path(__file__).resolve().parent.pare
 from .settings import *  # noqa: E402, F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# Test-client tests run the engine in this process; tests that start real processes (tests/live.py) run the web
+# tier on `remote` against a real model server.
+INFERENCE_BACKEND = os.environ.get("INFERENCE_BACKEND", "local")

@@ -8,10 +8,12 @@ the model's context and turns a scheduled sequence into a stream of events.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import torch
 
@@ -27,6 +29,7 @@ from apps.inference.types import (
     InferenceError,
     ModelSpec,
     StreamEvent,
+    TokenCount,
 )
 
 logger = logging.getLogger(__name__)
@@ -84,7 +87,7 @@ class LocalEngine:
             return list(tokenizer.apply_chat_template(request.messages, add_generation_prompt=True, tokenize=True, return_dict=False))
         return tokenizer(request.prompt or "", add_special_tokens=False)["input_ids"]
 
-    def _start(self, request: GenerationRequest) -> Sequence:
+    def _start(self, request: GenerationRequest, *, out=None, cancelled: threading.Event | None = None) -> Sequence:
         params = request.params.validate()
         loaded = self.cache.get(request.model)
         ids = self.prompt_ids(loaded, request)
@@ -111,6 +114,10 @@ class LocalEngine:
             assembler=TextAssembler(loaded.tokenizer, tuple(params.stop)),
             num_beams=params.num_beams,
         )
+        if out is not None:
+            seq.out = out
+        if cancelled is not None:
+            seq.cancelled = cancelled
         loaded.scheduler.submit(seq)
         return seq
 
@@ -132,11 +139,52 @@ class LocalEngine:
             if not seq.done:
                 seq.cancelled.set()
 
+    async def astream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+        """The stream for an event loop: the scheduler thread hands each event to the loop; no thread waits on it.
+
+        Starting (tokenizing, maybe loading the model) runs in a worker thread; refusals raise here."""
+        out = _LoopQueue(asyncio.get_running_loop())
+        cancelled = threading.Event()
+        try:
+            seq = await asyncio.to_thread(self._start, request, out=out, cancelled=cancelled)
+        except asyncio.CancelledError:
+            cancelled.set()  # the caller left while it started: the scheduler drops it at its next step
+            raise
+        return self._aevents(seq, out.queue)
+
+    async def _aevents(self, seq: Sequence, events: asyncio.Queue) -> AsyncIterator[StreamEvent]:
+        try:
+            while True:
+                event = await events.get()
+                if isinstance(event, Exception):
+                    raise event
+                yield event
+                if event.result is not None:
+                    return
+        finally:
+            if not seq.done:
+                seq.cancelled.set()
+
     def generate(self, request: GenerationRequest) -> GenerationResult:
         for event in self.stream(request):
             if event.result is not None:
                 return event.result
         raise InferenceError("the stream ended without a result")  # pragma: no cover - _events always ends with one
 
-    def count_tokens(self, spec: ModelSpec, request: GenerationRequest) -> int:
-        return len(self.prompt_ids(self.cache.get(spec), request))
+    def tokenize(self, request: GenerationRequest) -> TokenCount:
+        loaded = self.cache.get(request.model)
+        return TokenCount(len(self.prompt_ids(loaded, request)), loaded.context_length)
+
+
+class _LoopQueue:
+    """Where the scheduler thread puts an async consumer's events: on that consumer's event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.queue: asyncio.Queue = asyncio.Queue()
+
+    def put(self, item) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: nobody reads this stream any more
+            pass

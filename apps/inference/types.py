@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -35,6 +35,22 @@ class InvalidSampling(InferenceError):
 class ModelUnavailable(InferenceError):
     code = "model_unavailable"
     status = 503
+
+
+class EngineOverloaded(InferenceError):
+    """The model server's queue for this model is full: try again in `retry_after` seconds (a 503 with Retry-After;
+    `/v1` passes it on as OpenAI's `server_error`, code `engine_overloaded`, which the `openai` client retries)."""
+
+    code = "engine_overloaded"
+    status = 503
+
+    def __init__(self, message: str, *, retry_after: int = 1, param: str | None = None):
+        super().__init__(message, param=param)
+        self.retry_after = max(1, int(retry_after))
+
+    @property
+    def headers(self) -> dict:
+        return {"Retry-After": str(self.retry_after)}
 
 
 @dataclass(frozen=True)
@@ -111,7 +127,25 @@ class StreamEvent:
     result: GenerationResult | None = None
 
 
+@dataclass(frozen=True)
+class TokenCount:
+    """A prompt's length in tokens as the engine encodes it (chat template included), and the model's context."""
+
+    count: int
+    context: int
+
+
 class Engine(Protocol):
+    """Every engine (in process, or a client of a model server) answers the same calls.
+
+    `stream` and `astream` start the generation when called (sync) or awaited (async): a request the engine
+    refuses (bad sampling, too long, a full queue) raises there, before any event. Closing the iterator early
+    (`close()` / `aclose()`) cancels the generation at once."""
+
     def generate(self, request: GenerationRequest) -> GenerationResult: ...
 
     def stream(self, request: GenerationRequest) -> Iterator[StreamEvent]: ...
+
+    async def astream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]: ...
+
+    def tokenize(self, request: GenerationRequest) -> TokenCount: ...
