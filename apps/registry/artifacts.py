@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 
 import yaml
+
+# The layout's naming lives beside the model server, which reads the registry without Django; the registry's
+# callers keep using these names from here.
+from apps.inference.layout import LayoutError, folder_for_model_id  # noqa: F401
 
 CHECKSUMS_FILE = "SHA256SUMS"
 METRICS_FILE = "metrics.json"
@@ -16,18 +19,6 @@ CARD_FILE = "README.md"
 FORBIDDEN_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
 FULL_REQUIRED = ("config.json",)
 ADAPTER_REQUIRED = ("adapter_config.json", "adapter_model.safetensors")
-
-
-class LayoutError(ValueError):
-    pass
-
-
-def folder_for_model_id(model_id: str) -> str:
-    """`ft:smollm2-135m-instruct:alice::ftjob-x` → `ft_smollm2-135m-instruct_alice__ftjob-x`."""
-    folder = re.sub(r"[^A-Za-z0-9._-]", "_", model_id).lstrip(".")
-    if not folder:
-        raise LayoutError(f"model id {model_id!r} has no filesystem-safe form")
-    return folder
 
 
 def check_layout(folder: Path, *, kind: str) -> None:
