@@ -9,7 +9,7 @@ export PYTHONUNBUFFERED := 1
 .PHONY: install setup run test lock bench-inference messages clean-data help
 
 help:
-	@echo "make run    install into .venv, migrate, import the base model, start web + workers + beat"
+	@echo "make run    install into .venv, migrate, import the base model, start web, the model server, workers and beat"
 	@echo "make test   install into .venv and run the whole test suite"
 
 # Installs only when pyproject.toml or requirements.lock changed since the last install.
@@ -31,7 +31,8 @@ setup: install
 
 run: setup
 	@echo "Starting the store on http://127.0.0.1:$${WEB_PORT:-8000} (Ctrl-C stops everything)"
-	VENV_BIN=$(abspath $(BIN)) $(BIN)/honcho start -f Procfile
+	@# store/supervisor.py restarts a process that dies and leaves none behind on Ctrl-C or SIGTERM.
+	VENV_BIN=$(abspath $(BIN)) exec $(BIN)/python -m store.supervisor Procfile
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -31,13 +31,28 @@ def test_gpu_worker_reserves_a_gpu_and_consumes_only_the_gpu_queue():
     assert "-Q celery" in compose()["services"]["worker"]["command"]
 
 
-def test_procfile_runs_web_two_workers_and_beat_with_capped_threads():
-    lines = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip())
-    assert set(lines) == {"web", "worker", "worker-gpu", "beat"}
-    assert "uvicorn store.asgi:application" in lines["web"]
+def procfile() -> dict[str, str]:
+    from store.supervisor import procfile_read
+
+    return dict(procfile_read(ROOT / "Procfile"))
+
+
+def test_procfile_runs_web_the_model_server_two_workers_and_beat_with_capped_threads():
+    lines = procfile()
+    assert set(lines) == {"web", "inference", "worker", "worker-gpu", "beat"}
+    # web: uvicorn on the socket the supervisor binds and shares between its copies, httptools and uvloop.
+    assert "uvicorn store.asgi:application --fd $WEB_FD" in lines["web"]
+    assert "--http httptools --loop uvloop" in lines["web"] and "--lifespan off" in lines["web"]
+    assert "python -m apps.inference.server" in lines["inference"]
     assert "-Q celery " in lines["worker"] and "-Q gpu " in lines["worker-gpu"] and "-c 1" in lines["worker-gpu"]
-    for name in ["web", "worker", "worker-gpu"]:
+    for name in ["inference", "worker", "worker-gpu"]:
         assert "TORCH_NUM_THREADS=" in lines[name] and "OMP_NUM_THREADS=" in lines[name]
+
+
+def test_make_run_starts_the_procfile_under_our_supervisor():
+    makefile = (ROOT / "Makefile").read_text()
+    run = makefile[makefile.index("\nrun:"):].split("\n\n")[0]
+    assert "-m store.supervisor Procfile" in run and "honcho" not in makefile
 
 
 def test_lock_file_agrees_with_pyproject_pins():
