@@ -20,7 +20,7 @@ import torch
 from apps.inference.cache import ModelCache
 from apps.inference.loading import LoadedModel, load_model
 from apps.inference.sampling import TokenSampler
-from apps.inference.scheduler import BatchScheduler, Sequence
+from apps.inference.scheduler import BEAM_MAX_NEW_TOKENS, BatchScheduler, Sequence
 from apps.inference.textstream import TextAssembler
 from apps.inference.types import (
     ContextLengthExceeded,
@@ -45,7 +45,10 @@ class LocalEngine:
         max_batch: int = 16,
         num_threads: int = 0,
         quantize: str = "none",
+        queue_limit: int | None = None,
     ):
+        """`queue_limit`: sequences (beam searches count num_beams) that may wait per model beyond its running batch;
+        past it a request is refused with EngineOverloaded (503 + Retry-After). None: no bound (in process)."""
         if quantize not in ("none", "int8"):
             raise ValueError(f"quantize must be 'none' or 'int8', not {quantize!r}")
         self.quantize = quantize
@@ -54,6 +57,7 @@ class LocalEngine:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = getattr(torch, dtype)
         self.max_batch = max_batch
+        self.queue_limit = queue_limit
         self.cache = ModelCache(self._load, max_bytes=max_cache_bytes)
         # Stop the scheduler threads before the interpreter tears torch down under them.
         atexit.register(self.close)
@@ -81,11 +85,14 @@ class LocalEngine:
         logger.info("loaded %s in %.1fs (%.0f MB)", spec.key, time.monotonic() - started, loaded.nbytes / 2**20)
         return loaded
 
-    def prompt_ids(self, loaded: LoadedModel, request: GenerationRequest) -> list[int]:
+    def prompt_ids(self, loaded: LoadedModel, request: GenerationRequest, *, add_generation_prompt: bool = True,
+                   add_special_tokens: bool = False) -> list[int]:
+        """The prompt as generation encodes it (the defaults); the other flags serve /tokenize callers."""
         tokenizer = loaded.tokenizer
         if request.messages is not None:
-            return list(tokenizer.apply_chat_template(request.messages, add_generation_prompt=True, tokenize=True, return_dict=False))
-        return tokenizer(request.prompt or "", add_special_tokens=False)["input_ids"]
+            return list(tokenizer.apply_chat_template(request.messages, add_generation_prompt=add_generation_prompt,
+                                                      tokenize=True, return_dict=False))
+        return tokenizer(request.prompt or "", add_special_tokens=add_special_tokens)["input_ids"]
 
     def _start(self, request: GenerationRequest, *, out=None, cancelled: threading.Event | None = None) -> Sequence:
         params = request.params.validate()
@@ -107,6 +114,8 @@ class LocalEngine:
                 f"{max_new} more were asked for. Lower max_tokens or shorten the prompt.",
                 param="max_tokens",
             )
+        if params.num_beams > 1:
+            max_new = min(max_new, BEAM_MAX_NEW_TOKENS)  # beam search is bounded (scheduler.py)
         seq = Sequence(
             prompt_ids=ids,
             max_new_tokens=max_new,
@@ -118,7 +127,7 @@ class LocalEngine:
             seq.out = out
         if cancelled is not None:
             seq.cancelled = cancelled
-        loaded.scheduler.submit(seq)
+        loaded.scheduler.submit(seq, queue_limit=self.queue_limit)
         return seq
 
     def stream(self, request: GenerationRequest) -> Iterator[StreamEvent]:
@@ -172,8 +181,18 @@ class LocalEngine:
         raise InferenceError("the stream ended without a result")  # pragma: no cover - _events always ends with one
 
     def tokenize(self, request: GenerationRequest) -> TokenCount:
+        ids, context = self.token_ids(request)
+        return TokenCount(len(ids), context)
+
+    def token_ids(self, request: GenerationRequest, **flags) -> tuple[list[int], int]:
+        """The prompt's token ids (as `prompt_ids` encodes them, loading the model if needed) and the context."""
         loaded = self.cache.get(request.model)
-        return TokenCount(len(self.prompt_ids(loaded, request)), loaded.context_length)
+        return self.prompt_ids(loaded, request, **flags), loaded.context_length
+
+    def scheduler_for(self, key: str) -> BatchScheduler | None:
+        """The scheduler of a loaded model (None when it is not loaded): its load, for tests and the server."""
+        loaded = next((m for m in self.cache.loaded() if m.spec.key == key), None)
+        return loaded.scheduler if loaded is not None else None
 
 
 class _LoopQueue:
