@@ -5,14 +5,21 @@ One engine per process, chosen by settings.INFERENCE_BACKEND. Pages and the API 
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 from django.conf import settings
 
 from apps.inference.engine import create_engine
-from apps.inference.types import Engine, GenerationRequest, GenerationResult, ModelSpec, SamplingParams, StreamEvent
+from apps.inference.types import (
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+    ModelSpec,
+    SamplingParams,
+    StreamEvent,
+)
 from apps.registry.models import ModelVersion
 from apps.registry.selectors import model_version_resolve
 
@@ -25,8 +32,11 @@ def engine_get() -> Engine:
     with _engine_lock:
         if _engine is None:
             if settings.INFERENCE_BACKEND == "remote":
+                # The store's model server (or vLLM...): counts come from its /tokenize; INFERENCE_REMOTE_CONTEXT
+                # is the context assumed only where a server has no /tokenize.
                 _engine = create_engine(
-                    "remote", base_url=settings.INFERENCE_REMOTE_BASE_URL, api_key=settings.INFERENCE_REMOTE_API_KEY
+                    "remote", base_url=settings.INFERENCE_REMOTE_BASE_URL, api_key=settings.INFERENCE_REMOTE_API_KEY,
+                    context=settings.INFERENCE_REMOTE_CONTEXT,
                 )
             else:
                 _engine = create_engine(
@@ -78,31 +88,41 @@ def generation_stream(**kwargs) -> Iterator[StreamEvent]:
     return engine_get().stream(generation_request_build(**kwargs))
 
 
-@dataclass(frozen=True)
 class PromptMeasure:
-    """How many tokens a prompt takes on a model (its chat template included), and the model's context length."""
+    """How many tokens a prompt takes on a model (its chat template included), and the model's context length,
+    as the engine counts them: exact on both engines (the remote one asks the model server's /tokenize)."""
 
-    count: Callable[[list[dict]], int]  # chat messages, with the generation prompt
-    count_text: Callable[[str], int]  # a plain completion prompt
-    context: int
+    def __init__(self, engine: Engine, spec: ModelSpec):
+        self.engine, self.spec = engine, spec
+        self._context: int | None = None
+        self._last: tuple[str, int] | None = None  # the last prompt counted: a run counts its final prompt twice
+
+    def _tokenize(self, **prompt) -> int:
+        key = json.dumps(prompt, sort_keys=True)
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        counted = self.engine.tokenize(GenerationRequest(model=self.spec, **prompt))
+        self._context = counted.context
+        self._last = (key, counted.count)
+        return counted.count
+
+    def count(self, messages: list[dict]) -> int:
+        """Chat messages, with the generation prompt."""
+        return self._tokenize(messages=messages)
+
+    def count_text(self, text: str) -> int:
+        """A plain completion prompt."""
+        return self._tokenize(prompt=text)
+
+    @property
+    def context(self) -> int:
+        if self._context is None:
+            self._tokenize(prompt="")
+        return self._context
 
     def request_tokens(self, request: GenerationRequest) -> int:
         return self.count(request.messages) if request.messages is not None else self.count_text(request.prompt or "")
 
 
 def prompt_measure(spec: ModelSpec) -> PromptMeasure:
-    """Exact with the local engine's tokenizer; an estimate (about 3 characters a token) for a remote engine."""
-    engine = engine_get()
-    cache = getattr(engine, "cache", None)
-    if cache is None:
-        return PromptMeasure(lambda messages: sum(len(m["content"]) // 3 + 4 for m in messages),
-                             lambda text: len(text) // 3 + 1, settings.INFERENCE_REMOTE_CONTEXT)
-    loaded = cache.get(spec)
-
-    def count(messages: list[dict]) -> int:
-        return len(loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
-
-    def count_text(text: str) -> int:
-        return len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])  # as the engine encodes it
-
-    return PromptMeasure(count, count_text, loaded.context_length)
+    return PromptMeasure(engine_get(), spec)

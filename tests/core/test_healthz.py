@@ -28,7 +28,7 @@ def test_healthz_ok_when_everything_is_up(client, tiny_version):
     body = response.json()
     assert response.status_code == 200, body
     assert body["status"] == "ok"
-    assert set(body["checks"]) == {"database", "broker", "registry", "worker"}
+    assert set(body["checks"]) == {"database", "broker", "registry", "worker", "inference"}
     # Anonymous: each check's status alone, no detail.
     assert all(c == {"status": "ok"} for c in body["checks"].values()), body
     assert response["Cache-Control"].startswith("max-age=0")
@@ -156,6 +156,7 @@ def everything_failing_with_private_details(tiny_version, tiny_hf_dir, settings,
     private fine-tune whose folder is gone, a broker URL with a password, a worker's hostname."""
     import shutil
 
+    from apps.inference import services
     from apps.registry.services import model_version_register
     from store.celery import app
 
@@ -165,6 +166,7 @@ def everything_failing_with_private_details(tiny_version, tiny_hf_dir, settings,
     WorkerHeartbeat.objects.create(hostname="celery@db-internal-7.corp.example", queues=["celery"], pid=4242,
                                    started_at=now, last_seen=now)
     broker = "redis://store:hunter2-broker-password@10.20.30.40:1/0"  # nothing listens on port 1
+    services.engine_reset()  # a fresh engine, as in a new process: it must load the base model, whose folder is gone
     monkeypatch.setitem(app.conf, "broker_url", broker)
     monkeypatch.setitem(app.conf, "broker_write_url", broker)
     monkeypatch.setitem(app.conf, "broker_transport_options", {})
@@ -189,6 +191,7 @@ def test_healthz_names_nothing_private_to_anonymous_or_non_staff_callers(
             "broker": {"status": "error"},
             "registry": {"status": "error"},
             "worker": {"status": "error"},
+            "inference": {"status": "error"},  # the base model's folder is gone: it cannot load
         }}
         text = response.content.decode()
         leaked = [s for s in everything_failing_with_private_details if s in text]
@@ -229,3 +232,42 @@ def test_sixteen_concurrent_health_reports_all_say_ok(tiny_version, registry_roo
     failed = [report for healthy, report in reports if not healthy]
     assert failed == []
     assert [p.name for p in registry_root.iterdir() if p.name.startswith(".healthz")] == []  # no probe file left
+
+
+@pytest.fixture
+def remote_inference(settings):
+    """Point the process's engine at a model server (as web runs): `use(base_url, api_key)`."""
+    from apps.inference import services
+
+    def use(base_url: str, api_key: str = ""):
+        settings.INFERENCE_BACKEND = "remote"
+        settings.INFERENCE_REMOTE_BASE_URL = base_url
+        settings.INFERENCE_REMOTE_API_KEY = api_key
+        services.engine_reset()
+
+    yield use
+    services.engine_reset()
+
+
+@pytest.mark.django_db
+def test_healthz_inference_error_when_the_model_server_is_down(client, staff_client, tiny_version, remote_inference):
+    from tests.live import free_port
+
+    fresh_heartbeats()
+    port = free_port()  # nothing listens there
+    remote_inference(f"http://127.0.0.1:{port}/v1", "token")
+    started = time.monotonic()
+    response = staff_client.get("/healthz")
+    assert time.monotonic() - started < 10
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["checks"]["inference"]["status"] == "error"
+    assert body["checks"]["inference"]["detail"] == f"http://127.0.0.1:{port}: The model server cannot be reached: try again later."
+    assert {name for name, c in body["checks"].items() if c["status"] != "ok"} == {"inference"}
+
+    client.logout()
+    anonymous = client.get("/healthz")
+    assert anonymous.status_code == 503
+    assert anonymous.json()["checks"]["inference"] == {"status": "error"}
+    assert str(port) not in anonymous.content.decode() and "127.0.0.1" not in anonymous.content.decode()
