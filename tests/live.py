@@ -1,4 +1,5 @@
-"""Real processes for tests: a Celery worker (and later a web server) on the test database and broker."""
+"""Real processes for tests: a Celery worker, a store (web) process and a model server, on the test database,
+broker and registry."""
 
 from __future__ import annotations
 
@@ -95,8 +96,26 @@ def free_port() -> int:
 
 
 @contextmanager
-def store_server(*, log_path: Path | None = None, **env):
-    """A second store process (uvicorn, ASGI) on the test database; yields its base URL once it answers."""
+def store_server(*, log_path: Path | None = None, inference: bool = True, **env):
+    """A second store process (uvicorn, ASGI) on the test database; yields its base URL once it answers.
+
+    As `make run` runs it: web on the remote engine, generating through a real model server (`model_server`, on
+    this test's registry, its log beside `log_path`) that starts first and stops last. `inference=False`, or
+    `INFERENCE_BACKEND="local"` in `env`, starts none (a test that needs no generation, or the engine in web).
+    `env` reaches both processes (the model server reads the INFERENCE_* and TORCH_* it knows)."""
+    if not inference or env.get("INFERENCE_BACKEND") == "local":
+        with _store_process(log_path=log_path, **env) as url:
+            yield url
+        return
+    server_log = log_path.with_name(f"{log_path.stem}.inference{log_path.suffix}") if log_path else None
+    with model_server(log_path=server_log, **env) as (base_url, token):
+        remote = {"INFERENCE_BACKEND": "remote", "INFERENCE_REMOTE_BASE_URL": base_url, "INFERENCE_REMOTE_API_KEY": token}
+        with _store_process(log_path=log_path, **{**env, **remote}) as url:
+            yield url
+
+
+@contextmanager
+def _store_process(*, log_path: Path | None = None, **env):
     import urllib.error
     import urllib.request
 
@@ -126,6 +145,50 @@ def store_server(*, log_path: Path | None = None, **env):
     try:
         wait_for(answers, timeout=60, what="the store process to answer")
         yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if log_path:
+            log.close()
+
+
+@contextmanager
+def model_server(*, log_path: Path | None = None, **env):
+    """A real model server (`python -m apps.inference.server`) on a free port, serving this test's registry root with
+    the tiny model's settings (float32, no int8); yields its OpenAI base URL `http://127.0.0.1:<port>/v1` and its
+    token once `/health` answers."""
+    import secrets
+    import urllib.request
+
+    port = free_port()
+    token = env.pop("INFERENCE_REMOTE_API_KEY", None) or f"test-{secrets.token_urlsafe(16)}"
+    settings_env = {"INFERENCE_DTYPE": "float32", "INFERENCE_QUANTIZE": "none", **env}
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "apps.inference.server"],
+        cwd=ROOT,
+        env=live_env(INFERENCE_HOST="127.0.0.1", INFERENCE_PORT=str(port), INFERENCE_REMOTE_API_KEY=token, **settings_env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    root = f"http://127.0.0.1:{port}"
+
+    def answers():
+        if proc.poll() is not None:
+            raise RuntimeError(f"the model server exited with {proc.returncode}; log: {log_path}")
+        try:
+            urllib.request.urlopen(f"{root}/health", timeout=2)
+        except OSError:
+            return False
+        return True
+
+    try:
+        wait_for(answers, timeout=60, what="the model server to answer")
+        yield f"{root}/v1", token
     finally:
         proc.terminate()
         try:

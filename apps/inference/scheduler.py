@@ -90,6 +90,7 @@ class BatchScheduler:
         self.max_batch_seen = 0
         self._units = 0  # slots of the sequences submitted and not yet done (running, waiting, in a beam search)
         self.beam: Sequence | None = None  # the beam search running now
+        self.beam_steps = 0
         self.step_seconds = FIRST_STEP_SECONDS  # moving averages, for Retry-After
         self.answer_tokens = float(FIRST_ANSWER_TOKENS)
         self.loaded: LoadedModel | None = None
@@ -405,6 +406,7 @@ class _BeamTurn(StoppingCriteria):
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
         scheduler = self.scheduler
+        scheduler.beam_steps += 1
         with scheduler._cv:
             admitted = scheduler._take(beams=False)
         if admitted or scheduler.active:
