@@ -3,7 +3,9 @@
 import re
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -13,13 +15,143 @@ def compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
+STORE_SERVICES = ["web", "inference", "worker", "worker-gpu", "beat"]
+# What each store service reads or writes on disk, by setting: each must be a shared named volume mounted there.
+NEEDS = {
+    "init": ["MODELS_REGISTRY_ROOT", "MEDIA_ROOT"],  # imports the base model; seeds the store
+    "web": ["MODELS_REGISTRY_ROOT", "MEDIA_ROOT", "FINETUNE_WORK_ROOT"],  # stores uploads; downloads, model cards
+    "inference": ["MODELS_REGISTRY_ROOT"],  # serves every version
+    "worker": ["MODELS_REGISTRY_ROOT", "MEDIA_ROOT", "FINETUNE_WORK_ROOT"],  # validates uploads; merges
+    "worker-gpu": ["MODELS_REGISTRY_ROOT", "MEDIA_ROOT", "FINETUNE_WORK_ROOT"],  # trains on uploads; registers
+}
+# The variables a compose user sets in .env, for interpolating the file the way compose does.
+DOTENV = {"SECRET_KEY": "s" * 50, "INFERENCE_REMOTE_API_KEY": "shared-token"}
+
+
+def interpolate(value: str, variables: dict[str, str]) -> str:
+    """Compose's ${NAME}, ${NAME:-default} and ${NAME:?error} (an unset required variable is an error)."""
+
+    def one(match: re.Match) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        if variables.get(name):
+            return variables[name]
+        if op == ":?":
+            raise KeyError(f"{name}: {arg}")
+        return arg if op == ":-" else ""
+
+    return re.sub(r"\$\{([A-Z_]+)(?:(:[-?])([^}]*))?\}", one, str(value))
+
+
+def service_env(name: str, variables: dict[str, str] = DOTENV) -> dict[str, str]:
+    return {k: interpolate(v, variables) for k, v in (compose()["services"][name].get("environment") or {}).items()}
+
+
+def mounts(name: str) -> dict[str, str]:
+    """A service's named volumes: mount path -> volume name (only named volumes: a bind or an anonymous volume is
+    not shared storage)."""
+    declared = compose()["volumes"]
+    found = {}
+    for entry in compose()["services"][name].get("volumes") or []:
+        source, target = entry.split(":")[:2]
+        if source in declared:
+            found[target] = source
+    return found
+
+
+def host_env(name: str, volumes_dir: Path) -> dict[str, str]:
+    """A service's path settings as this machine sees them: each volume is a folder under `volumes_dir`, and a
+    setting that is not on a volume of that service fails here (it would be the container's own, unshared)."""
+    env, on = service_env(name), mounts(name)
+    paths = {}
+    for setting in NEEDS[name]:
+        value = env[setting]
+        target = next((t for t in on if value == t or value.startswith(t.rstrip("/") + "/")), None)
+        assert target, f"{name}: {setting}={value} is on no shared volume of {name} (mounts: {on})"
+        paths[setting] = str(volumes_dir / on[target] / value[len(target):].lstrip("/"))
+    return paths
+
+
 def test_compose_has_the_production_services():
     services = compose()["services"]
-    assert set(services) == {"db", "redis", "web", "worker", "worker-gpu", "beat"}
-    for name in ["web", "worker", "worker-gpu", "beat"]:
-        env = services[name]["environment"]
+    assert set(services) == {"db", "redis", "init", *STORE_SERVICES}
+    for name in ["init", *STORE_SERVICES]:
+        env = service_env(name)
         assert env["DATABASE_URL"].startswith("postgres://") and env["CELERY_BROKER_URL"].startswith("redis://")
         assert services[name]["depends_on"]["db"]["condition"] == "service_healthy"
+    # A store without its secrets does not start (compose refuses an unset ${NAME:?...}).
+    for required in DOTENV:
+        with pytest.raises(KeyError, match=required):
+            service_env("web", {k: v for k, v in DOTENV.items() if k != required})
+
+
+def test_compose_init_sets_up_once_and_every_store_service_waits_for_it():
+    services = compose()["services"]
+    init = services["init"]
+    steps = re.findall(r"manage\.py (\w+)", init["command"])
+    assert steps == ["migrate", "import_base_model", "seed_store"] and " && " in init["command"]
+    assert init["restart"] == "no"
+    for name in STORE_SERVICES:
+        assert services[name]["depends_on"]["init"]["condition"] == "service_completed_successfully", name
+    # web sets nothing up and loads no model: it starts processes (WEB_PROCESSES of them) and serves.
+    web = services["web"]["command"]
+    assert "import_base_model" not in web and "migrate" not in web
+    assert web.startswith("uvicorn store.asgi:application") and "--workers ${WEB_PROCESSES:-2}" in web
+    assert "TORCH_NUM_THREADS" not in services["web"]["environment"]
+
+
+def test_compose_uploads_and_checkpoints_are_one_volume_at_the_same_path_everywhere():
+    """web stores an upload under MEDIA_ROOT; worker validates it and worker-gpu trains on it from theirs: one named
+    volume, mounted at each one's MEDIA_ROOT. Checkpoints (FINETUNE_WORK_ROOT) likewise."""
+    for setting in ["MEDIA_ROOT", "FINETUNE_WORK_ROOT"]:
+        readers = [name for name in NEEDS if setting in NEEDS[name]]
+        assert {"web", "worker", "worker-gpu"} <= set(readers)
+        placed = {(service_env(name)[setting], mounts(name).get(service_env(name)[setting])) for name in readers}
+        assert len(placed) == 1 and None not in next(iter(placed)), (setting, placed)
+
+
+def test_compose_every_service_that_loads_weights_mounts_the_registry_at_its_root():
+    placed = set()
+    for name in ["init", "web", "inference", "worker", "worker-gpu"]:
+        root = service_env(name)["MODELS_REGISTRY_ROOT"]
+        placed.add((root, mounts(name).get(root)))
+    assert placed == {("/data/registry", "registry")}, placed
+
+
+def test_compose_web_generates_through_the_internal_model_server():
+    services = compose()["services"]
+    web, inference = service_env("web"), service_env("inference")
+    assert "python -m apps.inference.server" in services["inference"]["command"]
+    assert web["INFERENCE_BACKEND"] == "remote"
+    url = urlsplit(web["INFERENCE_REMOTE_BASE_URL"])
+    assert (url.hostname, url.port, url.path) == ("inference", int(inference["INFERENCE_PORT"]), "/v1")
+    assert inference["INFERENCE_HOST"] == "0.0.0.0"  # listens on the container's network...
+    assert "ports" not in services["inference"]  # ...which is internal: no port published to the host
+    networks = compose()["networks"]
+    assert services["inference"]["networks"] == ["inference"] and networks["inference"]["internal"] is True
+    assert "inference" in services["web"]["networks"] and "default" in services["web"]["networks"]
+    # One token for both sides, from .env (a generated token file would differ per container).
+    assert web["INFERENCE_REMOTE_API_KEY"] == inference["INFERENCE_REMOTE_API_KEY"] == DOTENV["INFERENCE_REMOTE_API_KEY"]
+    # Its health check is the bare /health (no token) on its own port; web waits for it.
+    probe = " ".join(services["inference"]["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{inference['INFERENCE_PORT']}/health'" in probe
+    assert services["web"]["depends_on"]["inference"]["condition"] == "service_healthy"
+
+
+def test_image_makes_the_volumes_and_beat_schedule_writable_and_leaves_local_data_out():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "USER store" in dockerfile
+    made = re.search(r"mkdir -p ([^&\n]+)", dockerfile).group(1).split()
+    owned = re.search(r"chown -R store ([^\n]+)", dockerfile).group(1).split()
+    for name in NEEDS:
+        for target in mounts(name):
+            # A new named volume takes the owner of its mount point in the image: the store user may write there.
+            assert target in made and any(target.startswith(o.rstrip("/") + "/") or target == o for o in owned), target
+    beat = compose()["services"]["beat"]["command"]
+    schedule = re.search(r"--schedule (\S+)", beat).group(1)
+    assert schedule.startswith("/app/var/") and "/app/var" in made and "/app/var" in owned
+    # The build context's runtime data (database, secret, token), virtualenv, models and .env stay out of the image.
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {"var", ".venv", ".env", "models_registry/*", ".git"} <= set(ignored)
 
 
 def test_gpu_worker_reserves_a_gpu_and_consumes_only_the_gpu_queue():
