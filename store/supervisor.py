@@ -102,8 +102,8 @@ def exec_line(command: str) -> str:
     return f"{assignments}exec {rest}"
 
 
-def proc_table() -> dict[int, int]:
-    """pid -> parent pid of every process (read from /proc)."""
+def proc_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, state) of every process, read from /proc (state `Z`: a zombie, dead but not reaped)."""
     table = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -115,14 +115,13 @@ def proc_table() -> dict[int, int]:
             continue
         # The command name (field 2) may hold spaces and parentheses: the fields after it follow the last ')'.
         fields = stat[stat.rfind(b")") + 2 :].split()
-        table[int(entry.name)] = int(fields[1])
+        table[int(entry.name)] = (int(fields[1]), fields[0].decode())
     return table
 
 
-def descendants(pid: int, table: dict[int, int] | None = None) -> list[int]:
-    table = proc_table() if table is None else table
+def descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
-    for child, parent in table.items():
+    for child, (parent, _) in proc_table().items():
         children.setdefault(parent, []).append(child)
     found, todo = [], list(children.get(pid, []))
     while todo:
@@ -132,15 +131,15 @@ def descendants(pid: int, table: dict[int, int] | None = None) -> list[int]:
     return found
 
 
-def process_label(pid: int) -> str:
-    """`<process name> (<command line>)` for log lines, from the orphan's environment and command line."""
+def process_owner(pid: int) -> tuple[str, str]:
+    """(the supervised process it descends from, its command line), from its environment: `?` when unreadable."""
     try:
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         owner = next((e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"SUPERVISOR_PROCESS=")), "?")
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
-        return "?"
-    return f"{owner}: {cmdline[:120]}"
+        return "?", "?"
+    return owner, cmdline[:120]
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -167,7 +166,7 @@ class Supervisor:
         self.width = max(len("supervisor"), *(len(s.name) for s in self.slots))
         self.selector = selectors.DefaultSelector()
         self.buffers: dict[int, bytearray] = {}
-        self.orphans: dict[int, float] = {}  # pid -> when it gets SIGKILL
+        self.orphans: dict[int, tuple[float, str]] = {}  # pid -> (when it gets SIGKILL, the process it came from)
         self.stopping = False
         self.kill_now = False
         self.pending: list[int] = []
@@ -277,9 +276,10 @@ class Supervisor:
             how = (f"killed by {signal.Signals(os.WTERMSIG(status)).name}" if os.WIFSIGNALED(status)
                    else f"exit code {os.WEXITSTATUS(status)}")
             slot = next((s for s in self.slots if s.pid == pid), None)
-            if slot is None:
-                if self.orphans.pop(pid, None) is not None:
-                    self.say("supervisor", f"orphan {pid} ended ({how})")
+            if slot is None:  # an orphan (see _orphans_end); its own children, if any, are ours now
+                ended = "ended" if self.orphans.pop(pid, None) is not None else "exited"
+                self.say("supervisor", f"orphan {pid} {ended} ({how})")
+                self.next_scan = 0.0
                 continue
             ran = time.monotonic() - slot.started_at
             slot.pid = None
@@ -295,16 +295,18 @@ class Supervisor:
             ours = {s.pid for s in self.slots}
             table = proc_table()
             me = os.getpid()
-            for pid, parent in table.items():
-                if parent == me and pid not in ours and pid not in self.orphans:
-                    self.say("supervisor", f"ending orphan {pid} ({process_label(pid)})")
+            for pid, (parent, state) in table.items():
+                # A zombie is dead already: the next waitpid reaps it.
+                if parent == me and state != "Z" and pid not in ours and pid not in self.orphans:
+                    owner, cmdline = process_owner(pid)
+                    self.say("supervisor", f"ending orphan {pid} of {owner}: {cmdline}")
                     _signal(pid, signal.SIGTERM)
-                    self.orphans[pid] = now + ORPHAN_GRACE
-        for pid, deadline in list(self.orphans.items()):
+                    self.orphans[pid] = (now + ORPHAN_GRACE, owner)
+        for pid, (deadline, owner) in list(self.orphans.items()):
             if now >= deadline:
                 # Its own children die with it or come back to us as orphans at the next scan.
                 _signal(pid, signal.SIGKILL)
-                self.orphans[pid] = float("inf")
+                self.orphans[pid] = (float("inf"), owner)
 
     def _kill_tree(self) -> None:
         """SIGKILL every descendant and reap them all (each comes back to us as its parent dies)."""
@@ -395,7 +397,8 @@ class Supervisor:
         return 0
 
     def _orphans_of(self, slot: Slot) -> bool:
-        return any(process_label(pid).startswith(f"{slot.name}:") for pid in self.orphans)
+        """Orphans it left are not reaped yet (one of unknown origin holds back every process)."""
+        return any(owner in (slot.name, "?") for _, owner in self.orphans.values())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -167,7 +167,7 @@ def test_the_children_of_a_killed_process_are_ended_before_it_starts_again(tmp_p
         assert not alive(grandchild)
         sup.wait(lambda: pids.exists() and pids.read_text().count("\n") == 2, timeout=15, what="forker.1 to start again")
         text = sup.text()
-        assert f"ending orphan {grandchild.pid} (forker.1: " in text
+        assert f"ending orphan {grandchild.pid} of forker.1: " in text
         ended = text.index(f"orphan {grandchild.pid} ended (killed by SIGKILL)")
         assert text.index("forker.1 started", ended) > ended  # started again only once its orphan was gone
         assert text.count("forker.1 started") == 2
@@ -282,3 +282,169 @@ def test_two_web_processes_share_one_socket_and_one_serves_while_the_other_resta
         assert served_meanwhile >= 20  # answered all along while web.1 was down and starting again
         assert str(procs["web.2"].pid) in answers[killed_at:]
         assert all(a.isdigit() for a in answers) and back.pid != victim.pid
+
+
+# --- the real store under the supervisor ----------------------------------------------------------------------
+
+
+class Stack(Supervised):
+    def __init__(self, proc: subprocess.Popen, log: Path, *, url: str, inference_url: str):
+        super().__init__(proc, log)
+        self.url, self.inference_url = url, inference_url
+
+    def get(self, url: str, timeout: float = 5, headers: dict | None = None) -> int:
+        conn = http.client.HTTPConnection(*url.split("//")[1].split("/")[0].split(":"), timeout=timeout)
+        try:
+            conn.request("GET", "/" + url.split("//")[1].partition("/")[2], headers=headers or {})
+            response = conn.getresponse()
+            response.read()
+            return response.status
+        finally:
+            conn.close()
+
+    def logged_after(self, marker: str, pattern: str) -> bool:
+        _, found, after = self.text().partition(marker)
+        return bool(found and re.search(pattern, after))
+
+    def answers(self, url: str, status: int = 200) -> bool:
+        try:
+            return self.get(url) == status
+        except OSError:
+            return False
+
+
+@contextmanager
+def store_stack(tmp_path: Path, **env: str):
+    """The store as `make run` starts it (the real Procfile under `python -m store.supervisor`) on the test database
+    and registry, on free ports; yields a Stack once /healthz answers 200 (both workers, the model server)."""
+    from tests.live import live_env
+
+    web_port, inference_port = free_port(), free_port()
+    log = tmp_path / "stack.log"
+    child_env = live_env(
+        VENV_BIN=str(Path(PY).parent), WEB_PORT=str(web_port), WEB_PROCESSES="2", INFERENCE_BACKEND="remote",
+        INFERENCE_HOST="127.0.0.1", INFERENCE_PORT=str(inference_port),
+        INFERENCE_REMOTE_BASE_URL=f"http://127.0.0.1:{inference_port}/v1",
+        INFERENCE_DTYPE="float32", INFERENCE_QUANTIZE="none", **env,
+    )
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([PY, "-m", "store.supervisor", str(ROOT / "Procfile")], cwd=ROOT, stdout=out,
+                                stderr=subprocess.STDOUT, env=child_env, start_new_session=True)
+    stack = Stack(proc, log, url=f"http://127.0.0.1:{web_port}", inference_url=f"http://127.0.0.1:{inference_port}")
+    try:
+        stack.wait(lambda: stack.answers(f"{stack.url}/healthz"), timeout=120, what="/healthz to answer 200")
+        yield stack
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+@pytest.mark.slow
+def test_the_store_under_the_supervisor_survives_a_kill_9_of_each_process_and_stops_clean(transactional_db, store, tmp_path, settings):
+    """kill -9 of the model server, a web process and the gpu worker in the middle of a training job: each is back
+    within 30 s, the catalog answers throughout, the job resumes from its checkpoint on the restarted worker;
+    then Ctrl-C (SIGINT) leaves no process of the store."""
+    from apps.accounts.services import api_key_create
+    from apps.tuning import services
+    from apps.tuning.models import FineTuningJob
+    from tests.factories import UserFactory
+    from tests.tuning.test_jobs import chat_lines, upload
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.FINETUNE_WORK_ROOT = tmp_path / "finetune"
+    user = UserFactory()
+    auth = {"Authorization": f"Bearer {api_key_create(user=user, name='poll')[1]}"}
+    seen: dict[int, psutil.Process] = {}  # every process of the store this test saw, for the final check
+
+    def remember(stack: Stack) -> None:
+        for p in stack.tree()[1:]:
+            seen.setdefault(p.pid, p)
+
+    with store_stack(tmp_path, FINETUNE_CHECKPOINT_STEPS="2", FINETUNE_LEASE_SECONDS="6", FINETUNE_REQUEUE_EVERY="3",
+                     TORCH_NUM_THREADS="1", RATE_LIMIT_KEY_REQUESTS="1000000", RATE_LIMIT_USER_REQUESTS="1000000") as stack:
+        procs = stack.wait_started("web.1", "web.2", "inference.1", "worker.1", "worker-gpu.1", "beat.1")
+        remember(stack)
+        catalog = f"{stack.url}/api/v1/apps/"
+        assert stack.get(catalog, headers=auth) == 200
+
+        statuses: list[str] = []
+        stop = threading.Event()
+
+        def poll():
+            while not stop.is_set():
+                try:
+                    statuses.append(str(stack.get(catalog, headers=auth)))
+                except OSError as exc:
+                    statuses.append(repr(exc))
+                time.sleep(0.1)
+
+        poller = threading.Thread(target=poll)
+        poller.start()
+        try:
+            # The model server.
+            procs["inference.1"].send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+            stack.restarted("inference.1", procs["inference.1"], timeout=30)
+            stack.wait(lambda: stack.answers(f"{stack.inference_url}/health"), timeout=30 - (time.monotonic() - killed),
+                       what="the model server to answer again")
+            stack.wait(lambda: stack.answers(f"{stack.url}/healthz"), timeout=30, what="/healthz 200 again")
+            print(f"inference: answering again {time.monotonic() - killed:.1f} s after its kill -9")
+
+            # A web process: the other one keeps serving on the shared socket.
+            procs["web.1"].send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+            back = stack.restarted("web.1", procs["web.1"], timeout=30)
+            stack.wait(lambda: any(c.status == psutil.CONN_LISTEN for c in back.net_connections()), timeout=30,
+                       what="web.1 listening")
+            print(f"web.1: listening again {time.monotonic() - killed:.1f} s after its kill -9")
+            remember(stack)
+
+            # A training job, running on worker-gpu's pool process and the trainer child under it.
+            chat = upload(user, chat_lines(40), "pirate.jsonl")  # validated by `worker`
+            job = services.finetune_job_create(owner=user, training_file=chat, model="smollm2-135m-instruct",
+                                               hyperparameters={"n_epochs": 2})
+
+            # The gpu worker, mid-training (after a checkpoint).
+            stack.wait(lambda: FineTuningJob.objects.filter(pk=job.pk, last_checkpoint_step__gte=2).exists(), timeout=120,
+                       what="a checkpoint")
+            gpu = procs["worker-gpu.1"]
+            under = gpu.children(recursive=True)  # Celery's pool process, and the trainer under it
+            assert any("apps.tuning.child" in " ".join(p.cmdline()) for p in under)
+            remember(stack)
+            gpu.send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+            stack.restarted("worker-gpu.1", gpu, timeout=30)
+            stack.wait(lambda: stack.logged_after(f"(pid {gpu.pid}) exited", r"worker-gpu\.1 +\| .* gpu@\S+ ready"),
+                       timeout=30 - (time.monotonic() - killed), what="worker-gpu ready again")
+            print(f"worker-gpu.1: ready again {time.monotonic() - killed:.1f} s after its kill -9")
+            psutil.wait_procs(under, timeout=1)
+            assert [p.pid for p in under if alive(p)] == []  # ended before the new worker started
+            killed_at = FineTuningJob.objects.get(pk=job.pk)
+            assert killed_at.status == "running"
+
+            # Beat re-queues the job once its lease runs out; the restarted worker resumes it from its checkpoint.
+            job = stack.wait(lambda: FineTuningJob.objects.filter(pk=job.pk, status__in=FineTuningJob.FINISHED).first(),
+                             timeout=150, what="the job to finish")
+            remember(stack)
+        finally:
+            stop.set()
+            poller.join()
+
+        assert job.status == "succeeded", job.error_message
+        resumed = job.events.get(message__startswith="Resumed from the checkpoint")
+        assert resumed.data["resumed_from_step"] >= 2 and job.attempts == 2
+        # The catalog answered all along; at most the one request web.1 had accepted when it was killed failed.
+        assert len(statuses) > 200
+        assert len([s for s in statuses if s != "200"]) <= 1, [s for s in statuses if s != "200"]
+
+        # Ctrl-C.
+        remember(stack)
+        stack.proc.send_signal(signal.SIGINT)
+        assert stack.proc.wait(timeout=40) == 0
+        psutil.wait_procs(list(seen.values()), timeout=5)
+        assert [f"{p.pid}" for p in seen.values() if alive(p)] == []
+        text = stack.text()
+        assert "SIGINT: stopping every process" in text and "stopped" in text.split("SIGINT")[1]
