@@ -1,5 +1,6 @@
 """The deployment files agree with the design: compose services, the Procfile, pinned dependencies."""
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -7,6 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from django.core.files.uploadedfile import SimpleUploadedFile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -199,3 +201,59 @@ def test_lock_file_agrees_with_pyproject_pins():
         assert locked.get(re.sub(r"[-_.]+", "-", name).lower()) == version, pin
     # The CPU build on disk; any other torch spec pulls a multi-GB CUDA build.
     assert locked["torch"] == "2.13.0"
+
+
+def compose_worker(name: str, volumes_dir: Path, **extra: str) -> tuple[str, dict[str, str]]:
+    """A compose worker service as a real process here: its queues and environment, its volumes as folders under
+    `volumes_dir`; the test's database and broker stand in for `db` and `redis`."""
+    queues = re.search(r"-Q (\S+)", compose()["services"][name]["command"]).group(1)
+    env = {k: v for k, v in service_env(name).items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    return queues, {**env, **host_env(name, volumes_dir), **extra}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_in_the_compose_layout_the_workers_read_what_web_stored(tiny_hf_dir, tmp_path, settings, client, django_user_model):
+    """A training file uploaded through web's API lands on the media volume; a real `worker` process with the
+    compose worker's environment validates it against the base model's tokenizer on the registry volume (which
+    `init` filled), and a real `worker-gpu` trains on it and registers the result where web finds it."""
+    from apps.accounts.services import api_key_create
+    from apps.registry.services import model_version_register
+    from apps.tuning.models import FineTuningJob, TrainingFile
+    from tests.live import celery_worker, wait_for
+
+    volumes = tmp_path / "volumes"
+    settings.MODELS_REGISTRY_ROOT = Path(host_env("init", volumes)["MODELS_REGISTRY_ROOT"])
+    model_version_register(name=settings.BASE_MODEL_ID, source_dir=tiny_hf_dir)  # what init's import_base_model does
+    web = host_env("web", volumes)
+    settings.MODELS_REGISTRY_ROOT = Path(web["MODELS_REGISTRY_ROOT"])
+    settings.MEDIA_ROOT = Path(web["MEDIA_ROOT"])
+    settings.FINETUNE_WORK_ROOT = Path(web["FINETUNE_WORK_ROOT"])
+    owner = django_user_model.objects.create_user("creator", password="x")
+    bearer = {"HTTP_AUTHORIZATION": f"Bearer {api_key_create(user=owner, name='deploy')[1]}"}
+
+    lines = [{"messages": [{"role": "user", "content": f"Say {w}."}, {"role": "assistant", "content": f"{w}!"}]}
+             for w in ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]]
+    body = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    answer = client.post("/v1/files", {"file": SimpleUploadedFile("words.jsonl", body), "purpose": "fine-tune"}, **bearer)
+    assert answer.status_code == 200, answer.content
+    stored = TrainingFile.objects.get(public_id=answer.json()["id"])
+    assert Path(stored.file.path).is_relative_to(volumes / "media") and Path(stored.file.path).read_bytes() == body
+
+    queues, worker_env = compose_worker("worker", volumes)
+    gpu_queues, gpu_env = compose_worker("worker-gpu", volumes, TORCH_NUM_THREADS="1", FINETUNE_CHECKPOINT_STEPS="2")
+    with celery_worker(queues=queues, log_path=tmp_path / "worker.log", **worker_env):
+        checked = wait_for(lambda: TrainingFile.objects.exclude(status="uploaded").filter(pk=stored.pk).first(),
+                           timeout=60, what="the worker to validate the upload")
+        assert checked.status == "processed", (checked.problems, (tmp_path / "worker.log").read_text()[-3000:])
+        assert checked.example_count == len(lines) and checked.token_count > 0  # counted with the registry's tokenizer
+
+        with celery_worker(queues=gpu_queues, log_path=tmp_path / "worker-gpu.log", **gpu_env):
+            answer = client.post("/v1/fine_tuning/jobs", {"training_file": stored.public_id, "model": settings.BASE_MODEL_ID,
+                                 "hyperparameters": {"n_epochs": 1}}, content_type="application/json", **bearer)
+            assert answer.status_code == 200, answer.content
+            job = wait_for(lambda: FineTuningJob.objects.filter(public_id=answer.json()["id"], status__in=FineTuningJob.FINISHED).first(),
+                           timeout=180, what="worker-gpu to train")
+    assert job.status == "succeeded", (job.error_message, (tmp_path / "worker-gpu.log").read_text()[-3000:])
+    # The result is on the registry volume, where web (and inference) look for it.
+    assert job.result_version.path.is_relative_to(volumes / "registry")
+    assert (job.result_version.path / "adapter_model.safetensors").is_file()
