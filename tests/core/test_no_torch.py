@@ -141,4 +141,4 @@ def test_web_process_on_the_remote_engine_never_imports_torch(tiny_version, tmp_
     assert report["statuses"]["/api/v1/apps/?limit=10"] == 200 and report["statuses"]["/v1/models"] == 200
     assert report["statuses"]["POST /v1/files"] == 200 and report["statuses"]["/"] == 200
     assert report["statuses"][f"/models/{tiny_version.registered_model.name}/v1/"] == 200
-    assert report["rss_mb"] < 250, report["rss_mb"]
+    assert report["rss_mb"] < 200, report["rss_mb"]  # the target for a web process without torch
