@@ -3,6 +3,7 @@
 import json
 import signal
 import time
+from pathlib import Path
 
 import psutil
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -148,3 +149,15 @@ def test_a_crashing_job_fails_with_a_code_and_a_message_not_a_traceback(setup, s
 
     assert mail.outbox[-1].to == [user.email] and mail.outbox[-1].subject == "Fine-tuning job failed"
     assert job.public_id in mail.outbox[-1].body
+
+
+def test_a_file_the_worker_cannot_read_ends_in_error_not_uploaded_for_ever(setup):
+    """Storage that is not shared (web and worker see different folders) or a file removed under it: the file
+    turns `error` with a reason the owner can act on, instead of staying `uploaded` while the task fails."""
+    user = setup
+    f = services.training_file_create(owner=user, upload=SimpleUploadedFile("a.jsonl", chat_lines().encode()))
+    Path(f.file.path).unlink()
+    services.training_file_validate(file_id=f.pk)
+    f.refresh_from_db()
+    assert f.status == TrainingFile.Status.ERROR
+    assert f.problems == [{"line": None, "message": "The store could not read the uploaded file; upload it again."}]

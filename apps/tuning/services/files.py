@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from apps.registry.selectors import model_version_resolve
 from apps.tuning.dispatch import training_file_validation_enqueue
 from apps.tuning.models import FineTuningJob, TrainingFile
 from apps.tuning.trainer.data import validate_file
+
+logger = logging.getLogger(__name__)
 
 
 class FileTooLarge(StoreError):
@@ -77,10 +80,19 @@ def training_file_validate(*, file_id: int) -> TrainingFile:
     training_file = TrainingFile.objects.get(pk=file_id)
     count, context = _token_counter(base_version_resolve())
     expected = "text" if training_file.filename.lower().endswith(".txt") else None
-    report = validate_file(
-        Path(training_file.file.path), expected=expected, max_bytes=settings.TRAINING_FILE_MAX_BYTES,
-        count_tokens=count, max_tokens=context,
-    )
+    try:
+        report = validate_file(
+            Path(training_file.file.path), expected=expected, max_bytes=settings.TRAINING_FILE_MAX_BYTES,
+            count_tokens=count, max_tokens=context,
+        )
+    except OSError as exc:
+        # The worker cannot read what web stored (a storage that is not shared, a file removed): the file ends in
+        # `error` with a reason instead of staying `uploaded` for ever.
+        logger.error("training file %s cannot be read by this worker: %s", training_file.pk, exc)
+        training_file.status = TrainingFile.Status.ERROR
+        training_file.problems = [{"line": None, "message": "The store could not read the uploaded file; upload it again."}]
+        training_file.save(update_fields=["status", "problems", "updated_at"])
+        return training_file
     training_file.format = report.format or ""
     training_file.example_count = len(report.examples)
     training_file.token_count = report.tokens
