@@ -1,0 +1,5 @@
+from django.urls import path
+
+from bench.bare.views import ItemList
+
+urlpatterns = [path("items/", ItemList.as_view())]
