@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
@@ -198,3 +199,51 @@ def model_server(*, log_path: Path | None = None, **env):
             proc.wait()
         if log_path:
             log.close()
+
+
+@dataclass
+class StoreStack:
+    proc: subprocess.Popen  # the supervisor
+    url: str  # the web tier
+    inference_url: str  # the model server (without /v1)
+    log_path: Path
+
+
+@contextmanager
+def store_stack(*, log_path: Path, **env):
+    """The whole store as `make run` starts it: the real Procfile under `python -m store.supervisor` (WEB_PROCESSES
+    web processes on one socket, the model server, both workers, beat) on the test database and registry, on free
+    ports; yields a StoreStack once /healthz answers 200. The supervisor leads a process group of its own, killed
+    whole at the end (whatever a test left)."""
+    import signal
+    import urllib.request
+
+    web_port, inference_port = free_port(), free_port()
+    child_env = live_env(
+        VENV_BIN=str(Path(sys.executable).parent), WEB_PORT=str(web_port), WEB_PROCESSES="2",
+        INFERENCE_BACKEND="remote", INFERENCE_HOST="127.0.0.1", INFERENCE_PORT=str(inference_port),
+        INFERENCE_REMOTE_BASE_URL=f"http://127.0.0.1:{inference_port}/v1",
+        INFERENCE_DTYPE="float32", INFERENCE_QUANTIZE="none", **env,
+    )
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "store.supervisor", str(ROOT / "Procfile")], cwd=ROOT, env=child_env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    stack = StoreStack(proc, f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{inference_port}", log_path)
+
+    def healthy():
+        if proc.poll() is not None:
+            raise RuntimeError(f"the supervisor exited with {proc.returncode}; log: {log_path}")
+        try:
+            return urllib.request.urlopen(f"{stack.url}/healthz", timeout=5).status == 200
+        except OSError:  # HTTPError (503) included
+            return False
+
+    try:
+        wait_for(healthy, timeout=120, what=f"/healthz to answer 200 (log: {log_path})")
+        yield stack
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from store.supervisor import exec_line, procfile_read
-from tests.live import ROOT, free_port, wait_for
+from tests.live import ROOT, StoreStack, free_port, store_stack, wait_for
 
 PY = sys.executable
 SLEEPER = f"{PY} -c 'import time; time.sleep(600)'"
@@ -288,9 +288,9 @@ def test_two_web_processes_share_one_socket_and_one_serves_while_the_other_resta
 
 
 class Stack(Supervised):
-    def __init__(self, proc: subprocess.Popen, log: Path, *, url: str, inference_url: str):
-        super().__init__(proc, log)
-        self.url, self.inference_url = url, inference_url
+    def __init__(self, live: StoreStack):
+        super().__init__(live.proc, live.log_path)
+        self.url, self.inference_url = live.url, live.inference_url
 
     def get(self, url: str, timeout: float = 5, headers: dict | None = None) -> int:
         conn = http.client.HTTPConnection(*url.split("//")[1].split("/")[0].split(":"), timeout=timeout)
@@ -302,56 +302,29 @@ class Stack(Supervised):
         finally:
             conn.close()
 
-    def logged_after(self, marker: str, pattern: str) -> bool:
-        _, found, after = self.text().partition(marker)
-        return bool(found and re.search(pattern, after))
-
     def answers(self, url: str, status: int = 200) -> bool:
         try:
             return self.get(url) == status
         except OSError:
             return False
 
-
-@contextmanager
-def store_stack(tmp_path: Path, **env: str):
-    """The store as `make run` starts it (the real Procfile under `python -m store.supervisor`) on the test database
-    and registry, on free ports; yields a Stack once /healthz answers 200 (both workers, the model server)."""
-    from tests.live import live_env
-
-    web_port, inference_port = free_port(), free_port()
-    log = tmp_path / "stack.log"
-    child_env = live_env(
-        VENV_BIN=str(Path(PY).parent), WEB_PORT=str(web_port), WEB_PROCESSES="2", INFERENCE_BACKEND="remote",
-        INFERENCE_HOST="127.0.0.1", INFERENCE_PORT=str(inference_port),
-        INFERENCE_REMOTE_BASE_URL=f"http://127.0.0.1:{inference_port}/v1",
-        INFERENCE_DTYPE="float32", INFERENCE_QUANTIZE="none", **env,
-    )
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([PY, "-m", "store.supervisor", str(ROOT / "Procfile")], cwd=ROOT, stdout=out,
-                                stderr=subprocess.STDOUT, env=child_env, start_new_session=True)
-    stack = Stack(proc, log, url=f"http://127.0.0.1:{web_port}", inference_url=f"http://127.0.0.1:{inference_port}")
-    try:
-        stack.wait(lambda: stack.answers(f"{stack.url}/healthz"), timeout=120, what="/healthz to answer 200")
-        yield stack
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+    def logged_after(self, marker: str, pattern: str) -> bool:
+        _, found, after = self.text().partition(marker)
+        return bool(found and re.search(pattern, after))
 
 
 @pytest.mark.slow
 def test_the_store_under_the_supervisor_survives_a_kill_9_of_each_process_and_stops_clean(transactional_db, store, tmp_path, settings):
     """kill -9 of the model server, a web process and the gpu worker in the middle of a training job: each is back
-    within 30 s, the catalog answers throughout, the job resumes from its checkpoint on the restarted worker;
-    then Ctrl-C (SIGINT) leaves no process of the store."""
+    within 30 s, the catalog answers throughout, the restarted worker resumes the job from its checkpoint; then
+    Ctrl-C (SIGINT, with the job training) leaves no process of the store."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
     from apps.accounts.services import api_key_create
     from apps.tuning import services
-    from apps.tuning.models import FineTuningJob
+    from apps.tuning.models import FineTuningJob, JobMetric, TrainingFile
     from tests.factories import UserFactory
-    from tests.tuning.test_jobs import chat_lines, upload
+    from tests.tuning.test_jobs import chat_lines
 
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.FINETUNE_WORK_ROOT = tmp_path / "finetune"
@@ -363,8 +336,18 @@ def test_the_store_under_the_supervisor_survives_a_kill_9_of_each_process_and_st
         for p in stack.tree()[1:]:
             seen.setdefault(p.pid, p)
 
-    with store_stack(tmp_path, FINETUNE_CHECKPOINT_STEPS="2", FINETUNE_LEASE_SECONDS="6", FINETUNE_REQUEUE_EVERY="3",
-                     TORCH_NUM_THREADS="1", RATE_LIMIT_KEY_REQUESTS="1000000", RATE_LIMIT_USER_REQUESTS="1000000") as stack:
+    def back_within_30s(name: str, old: psutil.Process, ready, what: str) -> None:
+        old.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        stack.restarted(name, old, timeout=30)
+        stack.wait(ready, timeout=30 - (time.monotonic() - killed), what=what)
+        print(f"{name}: {what} {time.monotonic() - killed:.1f} s after its kill -9")
+        remember(stack)
+
+    with store_stack(log_path=tmp_path / "stack.log", FINETUNE_CHECKPOINT_STEPS="2", FINETUNE_LEASE_SECONDS="6",
+                     FINETUNE_REQUEUE_EVERY="3", TORCH_NUM_THREADS="1", RATE_LIMIT_KEY_REQUESTS="1000000",
+                     RATE_LIMIT_USER_REQUESTS="1000000") as live:
+        stack = Stack(live)
         procs = stack.wait_started("web.1", "web.2", "inference.1", "worker.1", "worker-gpu.1", "beat.1")
         remember(stack)
         catalog = f"{stack.url}/api/v1/apps/"
@@ -384,67 +367,57 @@ def test_the_store_under_the_supervisor_survives_a_kill_9_of_each_process_and_st
         poller = threading.Thread(target=poll)
         poller.start()
         try:
-            # The model server.
-            procs["inference.1"].send_signal(signal.SIGKILL)
-            killed = time.monotonic()
-            stack.restarted("inference.1", procs["inference.1"], timeout=30)
-            stack.wait(lambda: stack.answers(f"{stack.inference_url}/health"), timeout=30 - (time.monotonic() - killed),
-                       what="the model server to answer again")
+            back_within_30s("inference.1", procs["inference.1"], lambda: stack.answers(f"{stack.inference_url}/health"),
+                            "answering")
             stack.wait(lambda: stack.answers(f"{stack.url}/healthz"), timeout=30, what="/healthz 200 again")
-            print(f"inference: answering again {time.monotonic() - killed:.1f} s after its kill -9")
+            # A training file, validated by `worker` meanwhile.
+            upload = services.training_file_create(owner=user, upload=SimpleUploadedFile("pirate.jsonl", chat_lines(40).encode()))
 
-            # A web process: the other one keeps serving on the shared socket.
-            procs["web.1"].send_signal(signal.SIGKILL)
-            killed = time.monotonic()
-            back = stack.restarted("web.1", procs["web.1"], timeout=30)
-            stack.wait(lambda: any(c.status == psutil.CONN_LISTEN for c in back.net_connections()), timeout=30,
-                       what="web.1 listening")
-            print(f"web.1: listening again {time.monotonic() - killed:.1f} s after its kill -9")
-            remember(stack)
+            # A web process: the other one serves on the shared socket meanwhile (the poller's statuses).
+            back_within_30s("web.1", procs["web.1"],
+                            lambda: any(c.status == psutil.CONN_LISTEN for c in stack.processes()["web.1"].net_connections()),
+                            "listening")
 
-            # A training job, running on worker-gpu's pool process and the trainer child under it.
-            chat = upload(user, chat_lines(40), "pirate.jsonl")  # validated by `worker`
-            job = services.finetune_job_create(owner=user, training_file=chat, model="smollm2-135m-instruct",
-                                               hyperparameters={"n_epochs": 2})
-
-            # The gpu worker, mid-training (after a checkpoint).
+            # The gpu worker, mid-training: Celery's pool process and the trainer under it go too.
+            stack.wait(lambda: TrainingFile.objects.filter(pk=upload.pk, status="processed").exists(), timeout=60,
+                       what="the file's validation")
+            upload.refresh_from_db()
+            job = services.finetune_job_create(owner=user, training_file=upload, model="smollm2-135m-instruct",
+                                               hyperparameters={"n_epochs": 2, "batch_size": 4})
             stack.wait(lambda: FineTuningJob.objects.filter(pk=job.pk, last_checkpoint_step__gte=2).exists(), timeout=120,
                        what="a checkpoint")
             gpu = procs["worker-gpu.1"]
-            under = gpu.children(recursive=True)  # Celery's pool process, and the trainer under it
+            under = gpu.children(recursive=True)
             assert any("apps.tuning.child" in " ".join(p.cmdline()) for p in under)
             remember(stack)
-            gpu.send_signal(signal.SIGKILL)
-            killed = time.monotonic()
-            stack.restarted("worker-gpu.1", gpu, timeout=30)
-            stack.wait(lambda: stack.logged_after(f"(pid {gpu.pid}) exited", r"worker-gpu\.1 +\| .* gpu@\S+ ready"),
-                       timeout=30 - (time.monotonic() - killed), what="worker-gpu ready again")
-            print(f"worker-gpu.1: ready again {time.monotonic() - killed:.1f} s after its kill -9")
-            psutil.wait_procs(under, timeout=1)
+            back_within_30s("worker-gpu.1", gpu,
+                            lambda: stack.logged_after(f"(pid {gpu.pid}) exited", r"worker-gpu\.1 +\| .* gpu@\S+ ready"),
+                            "ready")
             assert [p.pid for p in under if alive(p)] == []  # ended before the new worker started
             killed_at = FineTuningJob.objects.get(pk=job.pk)
-            assert killed_at.status == "running"
+            assert killed_at.status == "running" and killed_at.step < killed_at.total_steps
 
             # Beat re-queues the job once its lease runs out; the restarted worker resumes it from its checkpoint.
-            job = stack.wait(lambda: FineTuningJob.objects.filter(pk=job.pk, status__in=FineTuningJob.FINISHED).first(),
-                             timeout=150, what="the job to finish")
+            resumed = stack.wait(lambda: job.events.filter(message__startswith="Resumed from the checkpoint").first(),
+                                 timeout=60, what="the job to resume")
+            assert resumed.data["resumed_from_step"] >= 2 and resumed.data["attempt"] == 2
+            after_resume = JobMetric.objects.filter(job=job, train_loss__isnull=False, created_at__gt=resumed.created_at)
+            stack.wait(after_resume.exists, timeout=60, what="a step after the resume")
+            assert min(after_resume.values_list("step", flat=True)) == resumed.data["resumed_from_step"] + 1
             remember(stack)
         finally:
             stop.set()
             poller.join()
 
-        assert job.status == "succeeded", job.error_message
-        resumed = job.events.get(message__startswith="Resumed from the checkpoint")
-        assert resumed.data["resumed_from_step"] >= 2 and job.attempts == 2
         # The catalog answered all along; at most the one request web.1 had accepted when it was killed failed.
         assert len(statuses) > 200
         assert len([s for s in statuses if s != "200"]) <= 1, [s for s in statuses if s != "200"]
 
-        # Ctrl-C.
+        # Ctrl-C, with the job training.
+        assert FineTuningJob.objects.get(pk=job.pk).status == "running"
         remember(stack)
         stack.proc.send_signal(signal.SIGINT)
         assert stack.proc.wait(timeout=40) == 0
         psutil.wait_procs(list(seen.values()), timeout=5)
-        assert [f"{p.pid}" for p in seen.values() if alive(p)] == []
-        text = stack.text()
-        assert "SIGINT: stopping every process" in text and "stopped" in text.split("SIGINT")[1]
+        assert [f"{p.pid}: {p.cmdline()}" for p in seen.values() if alive(p)] == []
+        assert "SIGINT: stopping every process" in stack.text() and stack.text().rstrip().endswith("stopped")
