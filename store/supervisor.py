@@ -29,8 +29,9 @@ Behaviour:
   a child that died (Celery's pool processes, a trainer) come back to it, and it ends them (SIGTERM, then
   SIGKILL after a grace period) before it starts that process type again: no stale process keeps a port or
   consumes a queue.
-- SIGINT or SIGTERM: no more restarts; SIGTERM to every child; after `SUPERVISOR_STOP_SECONDS` (15) SIGKILL to
-  whatever is left of the tree; exit 0. A second SIGINT or SIGTERM kills at once.
+- SIGINT, SIGTERM or SIGHUP: no more restarts; SIGTERM to every child; after `SUPERVISOR_STOP_SECONDS` (15)
+  SIGKILL to whatever is left of the tree (a Celery worker finishing a task, say); exit 0. A second signal kills
+  at once.
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ class Supervisor:
             if name == "web":
                 self.web_socket = self._web_bind()
                 fd = self.web_socket.fileno()
-                copies = int(env.get("WEB_PROCESSES") or 2)
+                copies = max(int(env.get("WEB_PROCESSES") or 2), 1)
                 for n in range(1, copies + 1):
                     self.slots.append(Slot(f"web.{n}", command, pass_fds=(fd,), env={"WEB_FD": str(fd)}))
             else:
