@@ -1,3 +1,4 @@
+import shutil
 import time
 from datetime import timedelta
 
@@ -87,8 +88,6 @@ def test_healthz_degraded_when_registry_root_is_gone(staff_client, tiny_version,
 
 @pytest.mark.django_db
 def test_healthz_degraded_when_a_version_folder_is_missing(staff_client, tiny_version, registry_root):
-    import shutil
-
     fresh_heartbeats()
     shutil.rmtree(tiny_version.path)
     response = staff_client.get("/healthz")
@@ -154,8 +153,6 @@ PRIVATE_FINE_TUNE = "ft:smollm2-135m-instruct:alice:secret-project:ftjob-hidden"
 def everything_failing_with_private_details(tiny_version, tiny_hf_dir, settings, tmp_path, monkeypatch, user):
     """Every check fails with details that name private things: a registry root path that does not exist, a
     private fine-tune whose folder is gone, a broker URL with a password, a worker's hostname."""
-    import shutil
-
     from apps.inference import services
     from apps.registry.services import model_version_register
     from store.celery import app
@@ -271,3 +268,38 @@ def test_healthz_inference_error_when_the_model_server_is_down(client, staff_cli
     assert anonymous.status_code == 503
     assert anonymous.json()["checks"]["inference"] == {"status": "error"}
     assert str(port) not in anonymous.content.decode() and "127.0.0.1" not in anonymous.content.decode()
+
+
+@pytest.mark.django_db
+def test_healthz_inference_ok_with_a_real_model_server(client, staff_client, tiny_version, remote_inference, tmp_path):
+    """Web on the remote engine (as `make run` runs it): the model server answers and loads the base model."""
+    from tests.live import model_server
+
+    fresh_heartbeats()
+    with model_server(log_path=tmp_path / "inference.log") as (base_url, token):
+        remote_inference(base_url, token)
+        response = staff_client.get("/healthz")
+        assert response.status_code == 200, response.json()
+        root = base_url.removesuffix("/v1")
+        assert response.json()["checks"]["inference"] == {
+            "status": "ok", "detail": f"{root}: smollm2-135m-instruct@v1 answers and loads"
+        }
+        assert "GET /health model=smollm2-135m-instruct@v1 status=200" in (tmp_path / "inference.log").read_text()
+
+        # A web process with the wrong token: refused, and staff are told what to check.
+        remote_inference(base_url, "a-wrong-token")
+        inference = staff_client.get("/healthz").json()["checks"]["inference"]
+        assert inference["status"] == "error" and "INFERENCE_REMOTE_API_KEY" in inference["detail"], inference
+
+        # The server is up but cannot load the base model (its folder is gone): inference is an error.
+        remote_inference(base_url, token)
+        shutil.rmtree(tiny_version.path)
+        response = staff_client.get("/healthz")
+        assert response.status_code == 503
+        inference = response.json()["checks"]["inference"]
+        assert inference["status"] == "error" and "404" in inference["detail"], inference
+        client.logout()
+        anonymous = client.get("/healthz")
+        assert anonymous.status_code == 503
+        assert anonymous.json()["checks"]["inference"] == {"status": "error"}
+        assert root not in anonymous.content.decode()
