@@ -9,7 +9,6 @@ from __future__ import annotations
 import abc
 import time
 import uuid
-from collections.abc import Iterator
 
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
@@ -18,12 +17,12 @@ from rest_framework.views import APIView
 from apps.api.authentication import BearerAPIKeyAuthentication
 from apps.api.openai_serializers import ChatCompletionSerializer, CompletionSerializer
 from apps.api.schema import OpenAISchema
-from apps.catalog.models import StoreApp
 from apps.catalog.access import access_app
+from apps.catalog.models import StoreApp
 from apps.catalog.selectors import app_catalog
 from apps.chat import services as chat_services
-from apps.core.errors import InvalidRequest, NotFound, StoreError, error_body_for
-from apps.core.streaming import sse_event, sse_response
+from apps.core.errors import InvalidRequest, NotFound, StoreError
+from apps.core.streaming import map_events, sse_events, sse_response, streams_async
 from apps.inference.types import GenerationResult
 from apps.registry.selectors import registered_model_get, registered_model_list
 
@@ -115,9 +114,10 @@ class _CompletionBase(OpenAIView, abc.ABC):
         data = serializer.validated_data
         caller = chat_services.Caller(request.user, api_key=request.auth)
         n = data.get("n") or 1
+        stream_async = bool(data.get("stream")) and streams_async(request)
         if not data["model"].startswith(APP_PREFIX):
             return chat_services.model_run_start(caller=caller, reference=data["model"], params=serializer.sampling_params(),
-                                                 n=n, **self.request_kwargs(data))
+                                                 n=n, stream_async=stream_async, **self.request_kwargs(data))
         if not isinstance(self, ChatCompletionView):
             raise InvalidRequest("Apps answer on /v1/chat/completions.", param="model")
         app = _app(request, data["model"])
@@ -126,7 +126,8 @@ class _CompletionBase(OpenAIView, abc.ABC):
         inputs["target"] = inputs["target"] or "English"  # DESIGN: the translator's target is English by default
         try:
             return chat_services.app_run_start(caller=caller, app=app, messages=self.request_kwargs(data)["messages"],
-                                               inputs=inputs, overrides=serializer.sampling_overrides(), n=n)
+                                               inputs=inputs, overrides=serializer.sampling_overrides(), n=n,
+                                               stream_async=stream_async)
         except StoreError as exc:  # name the body's field, not the service's
             exc.param = {name: field for field, name in TRANSLATOR_FIELDS.items()}.get(exc.param, exc.param)
             raise
@@ -137,7 +138,8 @@ class _CompletionBase(OpenAIView, abc.ABC):
         run = self.start(request, serializer)
         meta = {"id": f"{self.id_prefix}-{uuid.uuid4().hex}", "created": int(time.time()), "model": serializer.validated_data["model"]}
         if serializer.validated_data.get("stream"):
-            response = sse_response(request, lambda: self._event_stream(run, meta, serializer.include_usage))
+            chunks = map_events(chat_services.run_stream(run), _Chunks(self, meta, serializer.include_usage))
+            response = sse_response(request, sse_events(chunks, end="[DONE]"))
         else:
             done = chat_services.run_collect(run).done
             response = Response({**meta, "object": self.object_name,
@@ -146,28 +148,30 @@ class _CompletionBase(OpenAIView, abc.ABC):
             response[name] = value
         return response
 
-    def _event_stream(self, run, meta, include_usage: bool) -> Iterator[str]:
-        base = {**meta, "object": f"{self.object_name}.chunk"}
-        started = set()
 
-        def chunk(index, delta, finish):
-            first = index not in started
-            started.add(index)
-            return sse_event({**base, "choices": [self.chunk_choice(index, delta, finish, first)]})
+class _Chunks:
+    """A run's events as OpenAI's streamed chunks (`<object>.chunk`): a first chunk per choice with the role, the
+    text as it comes, a last chunk with its finish reason, then the usage if the caller asked for it."""
 
-        try:
-            for event in chat_services.run_events(run):
-                if isinstance(event, chat_services.Delta):
-                    yield chunk(event.index, event.text, None)
-                elif isinstance(event, chat_services.ChoiceEnd):
-                    if event.index not in started:
-                        yield chunk(event.index, "", None)
-                    yield chunk(event.index, "", _finish(event.result))
-                elif isinstance(event, chat_services.Done) and include_usage:
-                    yield sse_event({**base, "choices": [], "usage": event.usage})
-            yield "data: [DONE]\n\n"
-        except StoreError as exc:
-            yield sse_event(error_body_for(exc))
+    def __init__(self, view: _CompletionBase, meta: dict, include_usage: bool):
+        self.view, self.include_usage = view, include_usage
+        self.base = {**meta, "object": f"{view.object_name}.chunk"}
+        self.started: set[int] = set()
+
+    def __call__(self, event) -> list[dict]:
+        if isinstance(event, chat_services.Delta):
+            return [self.chunk(event.index, event.text, None)]
+        if isinstance(event, chat_services.ChoiceEnd):
+            first = [] if event.index in self.started else [self.chunk(event.index, "", None)]
+            return [*first, self.chunk(event.index, "", _finish(event.result))]
+        if isinstance(event, chat_services.Done) and self.include_usage:
+            return [{**self.base, "choices": [], "usage": event.usage}]
+        return []
+
+    def chunk(self, index: int, delta: str, finish: str | None) -> dict:
+        first = index not in self.started
+        self.started.add(index)
+        return {**self.base, "choices": [self.view.chunk_choice(index, delta, finish, first)]}
 
 
 class ChatCompletionView(_CompletionBase):

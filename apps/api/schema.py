@@ -55,7 +55,8 @@ ERROR_DESCRIPTIONS = {
     "413": "The body is over the size limit (the file and the form around it, on an upload).",
     "415": "The body's content type is not one this operation takes.",
     "429": "A rate limit or quota is spent; `Retry-After` says when to come back where a window will turn.",
-    "503": "The model server is busy or not ready; try again shortly.",
+    "503": "The model server is busy (code `engine_overloaded`: its queue for the model is full; `Retry-After` says "
+           "in how many seconds to try again, as the `openai` client does) or not ready (`model_unavailable`).",
 }
 
 # Statuses that the shape of an operation does not tell, by operationId, each from the code that answers it.
@@ -140,6 +141,8 @@ def add_error_responses(result, generator, request, public):
     components[EVENT_COMPONENT] = EVENT_SCHEMA
     error_content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_COMPONENT}"}}}
     retry_after = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds until the window turns."}}
+    busy_retry_after = {"Retry-After": {"schema": {"type": "integer"},
+                                        "description": "Seconds until the model server is likely to take the request."}}
     for path, operations in result.get("paths", {}).items():
         for method, operation in operations.items():
             _one_media_type(operation, components)
@@ -149,6 +152,8 @@ def add_error_responses(result, generator, request, public):
                 response = {"description": ERROR_DESCRIPTIONS[status], "content": error_content}
                 if status == "429":
                     response["headers"] = retry_after
+                elif status == "503":
+                    response["headers"] = busy_retry_after
                 responses.setdefault(status, response)
     return result
 

@@ -125,12 +125,16 @@ def stream_slots_take(*, user, api_key, address: str) -> list[int]:
 @dataclass
 class Meter:
     """Bills a run's tokens as they come and keeps its stream slots alive; `settle` (or `settle_partial`) bills the
-    rest when the run ends, `release` frees its slots."""
+    rest when the run ends, `release` frees its slots.
+
+    `tick` counts a token and writes when a write is due; a reader on an event loop calls `count` (no database)
+    and, when it says so, `flush` in a thread."""
 
     quotas: list[Quota]
     slots: list[int]
     billed: int = 0
     produced: int = 0  # completion tokens seen so far (one per piece of text the engine sent)
+    produced_billed: int = 0  # of them, billed on the way (whole steps of BILL_EVERY)
     prompt_tokens: int = 0
     last_heartbeat: object = field(default_factory=timezone.now)
 
@@ -139,13 +143,27 @@ class Meter:
         self._bill(prompt_tokens)
 
     def tick(self) -> None:
+        if self.count():
+            self.flush()
+
+    def count(self) -> bool:
+        """One more token; True when `flush` has something to write (a bill every BILL_EVERY tokens, a heartbeat)."""
         self.produced += 1
-        if self.produced % BILL_EVERY == 0:
-            self._bill(BILL_EVERY)
+        return self.produced % BILL_EVERY == 0 or self._heartbeat_due(timezone.now())
+
+    def flush(self) -> None:
+        """Bill the tokens counted so far in whole steps of BILL_EVERY; refresh the slots' heartbeat when due."""
+        due = self.produced // BILL_EVERY * BILL_EVERY - self.produced_billed
+        if due > 0:
+            self._bill(due)
+            self.produced_billed += due
         now = timezone.now()
-        if self.slots and now - self.last_heartbeat >= HEARTBEAT_EVERY:
+        if self._heartbeat_due(now):
             StreamSlot.objects.filter(pk__in=self.slots).update(heartbeat=now)
             self.last_heartbeat = now
+
+    def _heartbeat_due(self, now) -> bool:
+        return bool(self.slots) and now - self.last_heartbeat >= HEARTBEAT_EVERY
 
     def settle(self, total_tokens: int) -> None:
         """The run ended: bill what the engine counted beyond what was billed on the way."""

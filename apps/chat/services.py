@@ -13,15 +13,26 @@ A run goes through the same steps wherever it comes from:
 
 A face then shapes what `run_events` yields: server-sent events or JSON for pages and `/api/v1`
 (`run_app_events`), OpenAI's chunks and objects for `/v1`.
+
+**Streaming under ASGI.** A face that streams its answer from an ASGI server starts the run with
+`stream_async=True`: the n streams are opened with `engine.astream` on the server's event loop (the sync view runs
+in a thread and hands the opening to that loop with `async_to_sync`), and `arun_events` reads them there, with its
+database steps (billing, recording) sent to a thread. No thread waits on a stream. Refusals (a full queue on the
+model server, a prompt too long) raise while opening, before the view has sent anything. Under WSGI and the test
+client, everything stays sync (`run_events`). Both loops share `_RunReader`, so they differ only in how they wait.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
 
-from django.db import transaction
+from asgiref.sync import async_to_sync, sync_to_async
+from django.db import connections, transaction
+from django.utils.translation import gettext as _
 
 from apps.catalog.models import StoreApp
 from apps.chat import prompts
@@ -35,8 +46,10 @@ from apps.chat.conversations import chat_turns_read, chat_turns_write
 from apps.chat.guard import LeakGuard
 from apps.chat.models import AppRun, Conversation, Message
 from apps.core.errors import InvalidRequest
+from apps.core.streaming import map_events
 from apps.inference.services import engine_get, model_spec_resolve, prompt_measure
 from apps.inference.types import (
+    EngineOverloaded,
     GenerationRequest,
     GenerationResult,
     InferenceError,
@@ -60,12 +73,14 @@ class Run:
     caller: Caller
     app: StoreApp | None
     request: GenerationRequest  # what the model is asked (choice i uses seed + i)
-    streams: list
+    streams: list  # the engine's event streams, one per choice: sync iterators, or async ones (streams_async)
     meter: Meter
     limit_headers: dict
     conversation: Conversation | None = None
     trimmed_turns: int = 0
     prompt_tokens: int = 0  # of one choice
+    streams_async: bool = False  # opened on the server's event loop: read them with `arun_events`
+    reading: asyncio.Event = field(default_factory=asyncio.Event, repr=False)  # a reader (or the clean-up) took it
 
     def leak_guard(self) -> LeakGuard | None:
         """A guard for one choice of an app's run, unless the caller is the app's creator (it is theirs)."""
@@ -125,10 +140,11 @@ class RunOutcome:
 
 # --- Starting a run -------------------------------------------------------------------------------------------
 def app_run_start(*, caller: Caller, app: StoreApp, inputs: dict | None = None, messages: list[dict] | None = None,
-                  overrides: dict | None = None, n: int = 1) -> Run:
+                  overrides: dict | None = None, n: int = 1, stream_async: bool = False) -> Run:
     """Run an app with the input of a form (`inputs`: pages, /api/v1) or a whole chat (`messages`: /v1, stateless).
 
-    `overrides` are the sampling settings the caller chose (/v1), over the app's own and its prompt's."""
+    `overrides` are the sampling settings the caller chose (/v1), over the app's own and its prompt's.
+    `stream_async`: the face streams the answer from an ASGI server (see the module's docstring)."""
     if not caller.user.is_authenticated and not app.is_builtin:
         raise InvalidRequest("Log in to use apps made by the community.", code="login_required")
     inputs = inputs or {}
@@ -151,14 +167,15 @@ def app_run_start(*, caller: Caller, app: StoreApp, inputs: dict | None = None, 
                                 params=replace(_app_sampling(app, prompt), **overrides))
     measure = measure or prompt_measure(spec)
     run = _run_start(caller=caller, app=app, request=request, measure=measure, n=n,
-                     caller_max_tokens="max_tokens" in overrides, trimmed_turns=prompt.trimmed_turns)
+                     caller_max_tokens="max_tokens" in overrides, trimmed_turns=prompt.trimmed_turns,
+                     stream_async=stream_async)
     if turns is not None:
         run.conversation = chat_turns_write(app=app, user=caller.user, turns=turns, message=prompt.messages[-1]["content"])
     return run
 
 
 def model_run_start(*, caller: Caller, reference: str, params: SamplingParams, messages: list[dict] | None = None,
-                    prompt: str | None = None, n: int = 1) -> Run:
+                    prompt: str | None = None, n: int = 1, stream_async: bool = False) -> Run:
     """Run a registry model (by id, `<id>@<alias>` or `<id>@v<N>`) on a chat or a plain prompt (/v1)."""
     if messages is not None:
         for index, message in enumerate(messages):
@@ -168,12 +185,16 @@ def model_run_start(*, caller: Caller, reference: str, params: SamplingParams, m
     spec = model_spec_resolve(user=caller.user, reference=reference)
     request = GenerationRequest(model=spec, messages=messages, prompt=prompt, params=params)
     return _run_start(caller=caller, app=None, request=request, measure=prompt_measure(spec), n=n,
-                      caller_max_tokens=params.max_tokens is not None)
+                      caller_max_tokens=params.max_tokens is not None, stream_async=stream_async)
 
 
 def _run_start(*, caller: Caller, app, request: GenerationRequest, measure, n: int, caller_max_tokens: bool,
-               trimmed_turns: int = 0) -> Run:
-    """Bound the request, admit it (quotas, stream slots), start its n streams. Nothing is written before this."""
+               trimmed_turns: int = 0, stream_async: bool = False) -> Run:
+    """Bound the request, admit it (quotas, stream slots), start its n streams. Nothing is written before this.
+
+    With `stream_async` the streams are opened on the event loop of the ASGI server this thread runs under (a sync
+    view runs in a thread of `sync_to_async`; `async_to_sync` hands the coroutine back to that outer loop), which
+    is the loop that will read them."""
     prompt_tokens = measure.request_tokens(request)
     request = request_bound(request, prompt_tokens=prompt_tokens, context=measure.context, n=n,
                             caller_max_tokens=caller_max_tokens)
@@ -183,17 +204,78 @@ def _run_start(*, caller: Caller, app, request: GenerationRequest, measure, n: i
     try:
         meter.quotas, headers = quotas_take(**who)
         engine = engine_get()
-        streams = []
-        for i in range(n):  # all n start now, so the engine decodes them together
-            params = request.params
-            seeded = replace(params, seed=params.seed + i) if params.seed is not None else params
-            streams.append(engine.stream(replace(request, params=seeded)))
+        params = request.params
+        choices = [replace(request, params=replace(params, seed=params.seed + i) if params.seed is not None else params)
+                   for i in range(n)]
+        try:  # all n start now, so the engine decodes them together
+            if stream_async:
+                streams, loop = async_to_sync(_astreams_open)(engine, choices)
+            else:
+                streams = [engine.stream(choice) for choice in choices]
+        except EngineOverloaded as exc:  # the model server's queue is full: a busy answer people can act on
+            raise EngineOverloaded(_("The model is busy: try again in %(seconds)s s.") % {"seconds": exc.retry_after},
+                                   retry_after=exc.retry_after) from exc
     except BaseException:
         meter.release()
         raise
     meter.start(prompt_tokens * n)
-    return Run(caller=caller, app=app, request=request, streams=streams, meter=meter, limit_headers=headers,
-               trimmed_turns=trimmed_turns, prompt_tokens=prompt_tokens)
+    run = Run(caller=caller, app=app, request=request, streams=streams, meter=meter, limit_headers=headers,
+              trimmed_turns=trimmed_turns, prompt_tokens=prompt_tokens, streams_async=stream_async)
+    if stream_async:
+        # Its own context: not the request's, which ends with the request (and its thread with it).
+        loop.call_soon_threadsafe(_keep, _arun_unread(run), context=contextvars.Context())
+    return run
+
+
+async def _astreams_open(engine, requests: list[GenerationRequest]) -> tuple[list[AsyncIterator], asyncio.AbstractEventLoop]:
+    """Open the streams together; when one is refused, close those that opened and raise the first refusal."""
+    opened = await asyncio.gather(*(engine.astream(r) for r in requests), return_exceptions=True)
+    refused = [o for o in opened if isinstance(o, BaseException)]
+    if refused:
+        for stream in opened:
+            if not isinstance(stream, BaseException):
+                await stream.aclose()
+        raise refused[0]
+    return opened, asyncio.get_running_loop()
+
+
+UNREAD_SECONDS = 30  # a run opened on the loop and not read by then was dropped by the server
+
+
+async def _arun_unread(run: Run) -> None:
+    """Close a run that nobody reads. A client that leaves while the view still runs gets the response cancelled
+    before it is read (`sync_to_async` lets the view finish in its thread), so `arun_events` never starts: its
+    streams are closed here, its slots freed and what it cost recorded, as for a client that left."""
+    try:
+        await asyncio.wait_for(run.reading.wait(), UNREAD_SECONDS)
+        return
+    except TimeoutError:
+        pass
+    if run.reading.is_set():
+        return
+    run.reading.set()  # claimed: a reader that comes after all finds nothing to read
+    logger.warning("a run of %s nobody read in %d s was closed", run.request.model.key, UNREAD_SECONDS)
+    for stream in run.streams:
+        await stream.aclose()
+    await asyncio.to_thread(_run_cut_unread, run)
+
+
+def _run_cut_unread(run: Run) -> None:
+    try:
+        run.meter.release()
+        _record_partial(run)
+    finally:
+        connections.close_all()  # a thread of the loop's pool: its connections end with this work
+
+
+_background: set[asyncio.Task] = set()
+
+
+def _keep(coroutine) -> None:
+    """Run `coroutine` as a task of the running loop, kept until it ends (the loop holds tasks only weakly)."""
+    task = asyncio.ensure_future(coroutine)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 def _app_sampling(app: StoreApp, prompt: prompts.Prompt) -> SamplingParams:
@@ -207,50 +289,146 @@ def _app_sampling(app: StoreApp, prompt: prompts.Prompt) -> SamplingParams:
 
 
 # --- Reading a run ----------------------------------------------------------------------------------------------
+class _RunReader:
+    """What `run_events` and `arun_events` share: the engine's events of each choice in, the run's events out
+    (the leak guard, the tokens counted for billing, each choice's result, the notices). No waiting and no
+    database here: the loops wait on the streams and do the meter's writes and the recording each in their way."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.results: list[GenerationResult] = []
+        self.meter_due = False  # the meter has billing or a heartbeat to write (`Meter.flush`)
+        self.stopped = False  # the leak guard stopped this choice: close its stream
+
+    def opening(self) -> list[Notice]:
+        if not self.run.trimmed_turns:
+            return []
+        return [Notice(f"The conversation is long: the {self.run.trimmed_turns} oldest exchange(s) were left out to fit "
+                       "the model's context.")]
+
+    def choice_begin(self) -> None:
+        self.index = len(self.results)
+        self.guard, self.produced, self.result, self.stopped = self.run.leak_guard(), 0, None, False
+
+    def feed(self, event) -> list[Notice | Delta]:
+        out, guard = [], self.guard
+        self.meter_due = False
+        if event.delta:
+            self.meter_due = self.run.meter.count()
+            self.produced += 1
+            text = guard.feed(event.delta) if guard else event.delta
+            if text:
+                out.append(Delta(self.index, text))
+            if guard and guard.tripped:
+                self.result = _filtered(self.run, guard, self.produced)
+                self.stopped = True  # the engine stops generating it at once
+                out.append(Notice(LEAK_NOTICE))
+                return out
+        if event.result is not None:
+            self.result = event.result
+            tail = guard.flush() if guard else ""
+            if tail:
+                out.append(Delta(self.index, tail))
+        return out
+
+    def choice_end(self) -> ChoiceEnd:
+        if self.result is None:
+            raise InferenceError("The generation ended without a result.")
+        self.results.append(self.result)
+        return ChoiceEnd(self.index, self.result)
+
+    def cut(self) -> None:
+        """The run stopped reading (ended, failed or cancelled): free its slots; record what was sent, unless every
+        choice ended (then `_record` records the whole run)."""
+        self.run.meter.release()
+        if len(self.results) < len(self.run.streams):
+            _record_partial(self.run)
+
+    def done(self) -> Done:
+        return Done(self.results, self.run.conversation)
+
+
 def run_events(run: Run) -> Iterator[Notice | Delta | ChoiceEnd | Done]:
     """The run's events; once every choice has ended, the run is recorded and `Done` comes last.
 
     Tokens are billed as they come. Closing the iterator early (a client that went away) frees the engine's slots
     at once and records what was sent, billed, with finish_reason `cancelled`."""
-    results = []
+    reader = _RunReader(run)
     try:
-        if run.trimmed_turns:
-            yield Notice(f"The conversation is long: the {run.trimmed_turns} oldest exchange(s) were left out to fit the model's context.")
-        for index, stream in enumerate(run.streams):
-            result, guard, produced = None, run.leak_guard(), 0
+        yield from reader.opening()
+        for stream in run.streams:
+            reader.choice_begin()
             for event in stream:
-                if event.delta:
-                    run.meter.tick()
-                    produced += 1
-                    text = guard.feed(event.delta) if guard else event.delta
-                    if text:
-                        yield Delta(index, text)
-                    if guard and guard.tripped:
-                        result = _filtered(run, guard, produced)
-                        stream.close()  # the engine stops generating it at once
-                        yield Notice(LEAK_NOTICE)
-                        break
-                if event.result is not None:
-                    result = event.result
-                    tail = guard.flush() if guard else ""
-                    if tail:
-                        yield Delta(index, tail)
-            if result is None:
-                raise InferenceError("The generation ended without a result.")
-            results.append(result)
-            yield ChoiceEnd(index, result)
+                out = reader.feed(event)
+                if reader.meter_due:
+                    run.meter.flush()
+                if reader.stopped:
+                    stream.close()
+                yield from out
+                if reader.stopped:
+                    break
+            yield reader.choice_end()
     finally:
         for stream in run.streams:
             stream.close()
-        run.meter.release()
-        if len(results) < len(run.streams):
-            _record_partial(run)
-    _record(run, results)
-    yield Done(results, run.conversation)
+        reader.cut()
+    _record(run, reader.results)
+    yield reader.done()
+
+
+async def arun_events(run: Run) -> AsyncIterator[Notice | Delta | ChoiceEnd | Done]:
+    """`run_events` on the event loop, for a run whose streams were opened there (`stream_async`).
+
+    Cancelled (the ASGI server cancels the response of a client that went away) or closed early, it closes the
+    engine's streams at once (a model server then stops generating) and records what was sent, billed; that
+    clean-up is shielded from a second cancellation."""
+    if run.reading.is_set():
+        raise InferenceError("The answer was dropped: it was not read in time. Try again.")
+    run.reading.set()
+    reader = _RunReader(run)
+    try:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # The client left while the view still ran: the server cancelled the response, and `sync_to_async`
+            # let the view finish anyway. Nobody will read this answer.
+            raise asyncio.CancelledError
+        for event in reader.opening():
+            yield event
+        for stream in run.streams:
+            reader.choice_begin()
+            async for event in stream:
+                out = reader.feed(event)
+                if reader.meter_due:
+                    await sync_to_async(run.meter.flush)()
+                if reader.stopped:
+                    await stream.aclose()
+                for item in out:
+                    yield item
+                if reader.stopped:
+                    break
+            yield reader.choice_end()
+    finally:
+        await asyncio.shield(asyncio.ensure_future(_arun_cut(run, reader)))
+    await sync_to_async(_record)(run, reader.results)
+    yield reader.done()
+
+
+async def _arun_cut(run: Run, reader: _RunReader) -> None:
+    for stream in run.streams:
+        await stream.aclose()
+    await sync_to_async(reader.cut)()
+
+
+def run_stream(run: Run) -> Iterator | AsyncIterator:
+    """The run's events as its face streams them: `arun_events` for streams opened on the event loop, else
+    `run_events`."""
+    return arun_events(run) if run.streams_async else run_events(run)
 
 
 def run_collect(run: Run) -> RunOutcome:
-    """The whole answer at once (non-streaming faces)."""
+    """The whole answer at once (non-streaming faces: their runs are sync)."""
+    if run.streams_async:
+        raise TypeError("run_collect reads a sync run; this one streams on the event loop (arun_events)")
     outcome = RunOutcome(texts=["" for _ in run.streams])
     for event in run_events(run):
         if isinstance(event, Delta):
@@ -264,15 +442,20 @@ def run_collect(run: Run) -> RunOutcome:
     return outcome
 
 
-def run_app_events(run: Run) -> Iterator[dict]:
-    """The events of an app's run as pages and /api/v1 send them: `{"delta"}`, `{"notice"}`, then `{"done", ...}`."""
-    for event in run_events(run):
-        if isinstance(event, Delta):
-            yield {"delta": event.text}
-        elif isinstance(event, Notice):
-            yield {"notice": event.text}
-        elif isinstance(event, Done):
-            yield {"done": True, **event.app_summary()}
+def run_app_events(run: Run) -> Iterator[dict] | AsyncIterator[dict]:
+    """The events of an app's run as pages and /api/v1 send them: `{"delta"}`, `{"notice"}`, then `{"done", ...}`
+    (async when the run streams on the event loop)."""
+    return map_events(run_stream(run), _app_event)
+
+
+def _app_event(event) -> list[dict]:
+    if isinstance(event, Delta):
+        return [{"delta": event.text}]
+    if isinstance(event, Notice):
+        return [{"notice": event.text}]
+    if isinstance(event, Done):
+        return [{"done": True, **event.app_summary()}]
+    return []
 
 
 LEAK_NOTICE = "The answer was stopped: it was giving away the app's private instructions."

@@ -22,7 +22,7 @@ from apps.chat.conversations import (
 )
 from apps.chat.services import Caller, app_run_start, run_app_events
 from apps.core.errors import InvalidRequest, StoreError, error_body_for
-from apps.core.streaming import sse_events, sse_response
+from apps.core.streaming import sse_events, sse_response, streams_async
 
 
 def _json_body(request) -> dict:
@@ -43,10 +43,10 @@ def _stream_run(request, find_app):
     """Start the app that `find_app()` returns and stream its answer; bad input is a JSON 4xx instead."""
     try:
         run = app_run_start(caller=Caller(request.user, address=client_address(request.META)), app=find_app(),
-                            inputs=_json_body(request))
-    except StoreError as exc:  # the engine's errors included
+                            inputs=_json_body(request), stream_async=streams_async(request))
+    except StoreError as exc:  # the engine's errors included (a busy model: 503 with Retry-After)
         return _error(exc)
-    response = sse_response(request, lambda: sse_events(run_app_events(run)))
+    response = sse_response(request, sse_events(run_app_events(run)))
     for name, value in run.limit_headers.items():
         response[name] = value
     return response

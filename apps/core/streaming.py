@@ -1,88 +1,104 @@
-"""Streaming responses that really stream under ASGI.
+"""Server-sent events that really stream, with no thread per stream under ASGI.
 
-Django serves a *sync* iterator under ASGI by reading it to the end first (StreamingHttpResponse.__aiter__), so
-a token stream would arrive all at once. `threaded_aiter` runs the sync iterator (which may use the ORM and the
-engine) in a thread of its own and hands each item to the event loop as it comes. When the client goes away,
-Django cancels the response; the thread then closes the iterator, which frees the engine's slot at once.
-Under WSGI (a WSGI server, the test client) a sync iterator streams as it is, in the request's own thread.
+Under ASGI a face streams an *async* iterator: the server's event loop reads it, and the engine's streams it reads
+were opened on that same loop (the run service's `stream_async`), so nothing but the loop waits on a stream. When
+the client goes away, Django cancels the response; the iterator's `finally` closes the engine's streams at once.
+Django would read a *sync* iterator to its end under ASGI before sending anything, so `sse_response` refuses one
+there. Under WSGI (a WSGI server, the test client) a sync iterator streams as it is, in the request's own thread.
+
+The helpers here (`map_events`, `sse_events`) take either kind and give back the same kind, so a face shapes its
+events once for both.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from contextlib import aclosing, contextmanager
 
 from django.core.handlers.asgi import ASGIRequest
-from django.db import connections
 from django.http import StreamingHttpResponse
 
 from apps.core.errors import StoreError, error_body_for
 
 
-def threaded_aiter(make_iterable: Callable[[], Iterable]) -> AsyncIterator:
-    async def agen():
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        stop = threading.Event()
+def streams_async(request) -> bool:
+    """True when the answer may stream from an async iterator: the request came through an ASGI server."""
+    return isinstance(getattr(request, "_request", request), ASGIRequest)  # DRF wraps Django's request
 
-        def put(kind, item=None):
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, (kind, item))
-            except RuntimeError:  # the loop is gone (client left, server stopping): nobody is listening
-                stop.set()
 
-        def work():
-            iterator = None
-            try:
-                iterator = iter(make_iterable())
-                for item in iterator:
-                    if stop.is_set():
-                        break
-                    put("item", item)
-            except BaseException as exc:  # handed to the consumer, which raises it
-                put("error", exc)
-            finally:
-                close = getattr(iterator, "close", None)
-                if close is not None:
-                    close()
-                connections.close_all()  # this thread's database connections end with it
-                put("end")
+def _is_async(source) -> bool:
+    return hasattr(source, "__aiter__")
 
-        threading.Thread(target=work, name="stream", daemon=True).start()
-        try:
-            while True:
-                kind, item = await queue.get()
-                if kind == "item":
-                    yield item
-                elif kind == "error":
-                    raise item
-                else:
-                    return
-        finally:
-            stop.set()
 
-    return agen()
+@contextmanager
+def _closing(source: Iterable):
+    """Iterate `source`, closed on the way out if it can be (a generator; a list's iterator cannot)."""
+    iterator = iter(source)
+    try:
+        yield iterator
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+
+
+def map_events(source: Iterable | AsyncIterable, shape: Callable[[object], Iterable]) -> Iterator | AsyncIterator:
+    """Every item that `shape(event)` gives for each event of `source`, sync or async as `source` is. Closing the
+    result closes `source` at once (an engine's stream under it stops)."""
+    if _is_async(source):
+        async def amapped():
+            async with aclosing(source) as events:
+                async for event in events:
+                    for item in shape(event):
+                        yield item
+        return amapped()
+
+    def mapped():
+        with _closing(source) as events:
+            for event in events:
+                yield from shape(event)
+    return mapped()
 
 
 def sse_event(payload) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-def sse_events(events: Iterable[dict]) -> Iterator[str]:
-    """Each event as SSE. A generation that fails once the 200 is sent ends the stream with an error event."""
-    try:
-        for event in events:
-            yield sse_event(event)
-    except StoreError as exc:
-        yield sse_event(error_body_for(exc))
+def sse_events(payloads: Iterable[dict] | AsyncIterable[dict], *, end: str | None = None) -> Iterator[str] | AsyncIterator[str]:
+    """Each payload as an SSE event, then `data: <end>` (OpenAI's `[DONE]`) if given; sync or async as `payloads`
+    is. A generation that fails once the 200 is sent ends the stream with an error event (and no `end`)."""
+    if _is_async(payloads):
+        async def aevents():
+            try:
+                async with aclosing(payloads) as items:
+                    async for payload in items:
+                        yield sse_event(payload)
+            except StoreError as exc:
+                yield sse_event(error_body_for(exc))
+                return
+            if end is not None:
+                yield f"data: {end}\n\n"
+        return aevents()
+
+    def events():
+        try:
+            with _closing(payloads) as items:
+                for payload in items:
+                    yield sse_event(payload)
+        except StoreError as exc:
+            yield sse_event(error_body_for(exc))
+            return
+        if end is not None:
+            yield f"data: {end}\n\n"
+    return events()
 
 
-def sse_response(request, make_iterable: Callable[[], Iterable[str]]) -> StreamingHttpResponse:
-    """A text/event-stream response over the strings `make_iterable()` yields (each a complete SSE event)."""
-    django_request = getattr(request, "_request", request)  # DRF wraps Django's request
-    content = threaded_aiter(make_iterable) if isinstance(django_request, ASGIRequest) else make_iterable()
+def sse_response(request, content: Iterable[str] | AsyncIterable[str]) -> StreamingHttpResponse:
+    """A text/event-stream response over `content` (each item a complete SSE event): an async iterator under ASGI
+    (`streams_async(request)`), a sync one otherwise."""
+    if _is_async(content) != streams_async(request):
+        raise TypeError("an SSE answer streams an async iterator under ASGI and a sync one under WSGI")
     response = StreamingHttpResponse(content, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # tell a proxy (nginx) not to buffer the stream

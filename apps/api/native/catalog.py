@@ -18,7 +18,7 @@ from apps.catalog.access import access_app, access_app_owned
 from apps.catalog.models import VERSIONED_FIELDS, AppVersion, Category, Review, StoreApp
 from apps.chat import services as chat_services
 from apps.core.errors import InvalidRequest
-from apps.core.streaming import sse_events, sse_response
+from apps.core.streaming import sse_events, sse_response, streams_async
 
 APP_FILTERS = [
     OpenApiParameter("q", str, description="Search words (name, descriptions, category), ranked by relevance."),
@@ -172,9 +172,9 @@ class AppViewSet(StoreAPIMixin, viewsets.GenericViewSet):
         inputs = dict(serializer.validated_data)
         stream = inputs.pop("stream")
         run = chat_services.app_run_start(caller=chat_services.Caller(request.user, api_key=request.auth), app=app,
-                                          inputs=inputs)
+                                          inputs=inputs, stream_async=stream and streams_async(request))
         if stream:
-            response = sse_response(request, lambda: sse_events(chat_services.run_app_events(run)))
+            response = sse_response(request, sse_events(chat_services.run_app_events(run)))
         else:
             outcome = chat_services.run_collect(run)
             response = Response({"app": app.slug, "text": outcome.texts[0], "notice": outcome.notice,
