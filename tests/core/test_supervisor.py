@@ -416,6 +416,8 @@ def test_the_store_under_the_supervisor_survives_a_kill_9_of_each_process_and_st
         # Ctrl-C, with the job training.
         assert FineTuningJob.objects.get(pk=job.pk).status == "running"
         remember(stack)
+        # One process group, the pool processes and the trainer included: a service manager's SIGKILL to it ends all.
+        assert {os.getpgid(p.pid) for p in stack.tree()} == {stack.proc.pid}
         stack.proc.send_signal(signal.SIGINT)
         assert stack.proc.wait(timeout=40) == 0
         psutil.wait_procs(list(seen.values()), timeout=5)
