@@ -21,7 +21,9 @@ from apps.tuning.trainer.train import TrainConfig, run_training
 
 def main() -> None:
     job_id, token, config_path, result_path = sys.argv[1:5]
-    if os.getppid() == 1:
+    # The worker may have died before the parent-death signal was set: then this process has a new parent (init,
+    # or a subreaper such as `make run`'s supervisor), not the worker that started it.
+    if os.getppid() != int(os.environ.get("TRAINER_PARENT_PID", os.getppid())):
         sys.exit("the supervising worker is gone")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "store.settings")
     django.setup()

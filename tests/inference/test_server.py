@@ -244,7 +244,7 @@ def test_a_lora_adapter_version_is_served_on_its_base(client, engine, tiny_versi
     config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     get_peft_model(base, config).save_pretrained(tmp_path / "adapter")
     adapter_config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
-    adapter_config["base_model_name_or_path"] = "smollm2-135m-instruct"  # by registry id, as the trainer writes it
+    adapter_config["base_model_name_or_path"] = "smollm2-135m-instruct@v1"  # by registry reference, as the runner writes it
     (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(adapter_config))
     name = "ft:smollm2-135m-instruct:alice::ftjob-abc"
     version = model_version_register(name=name, source_dir=tmp_path / "adapter", kind="lora", base_version=tiny_version)

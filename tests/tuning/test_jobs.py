@@ -73,6 +73,9 @@ def test_lora_full_and_pretrain_jobs_train_register_and_answer(setup, tmp_path, 
     lora = FineTuningJob.objects.get(pk=jobs["lora"].pk)
     assert lora.val_loss_before is not None and lora.val_loss_after < lora.val_loss_before
     assert lora.result_version.metrics["val_loss_after"] == lora.val_loss_after
+    # The adapter names the exact base version it was trained on: the model server loads it on that one.
+    adapter = json.loads((lora.result_version.path / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == lora.result_version.base_version.reference == "smollm2-135m-instruct@v1"
     settings.INFERENCE_DTYPE, settings.INFERENCE_QUANTIZE = "float32", "none"
     inference.engine_reset()
     try:

@@ -118,7 +118,7 @@ def _training_start(job: FineTuningJob, token: str, work: Path) -> bool:
     hyper = job.hyperparameters
     config = {
         "base_model": str(job.base_version.path),
-        "base_model_id": job.base_version.registered_model.name,
+        "base_model_id": job.base_version.reference,  # `<id>@v<N>`: the exact version the adapter was trained on
         "train_file": job.training_file.file.path,
         "validation_file": job.validation_file.file.path if job.validation_file else None,
         "output_dir": str(work / "output"),
@@ -146,7 +146,7 @@ def _child_supervise(job: FineTuningJob, *, token: str, work: Path, log_path: Pa
         child = subprocess.Popen(
             [sys.executable, "-m", "apps.tuning.child", str(job.pk), token, str(work / "config.json"), str(work / "result.json")],
             cwd=settings.BASE_DIR, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_set_pdeathsig,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "TRAINER_PARENT_PID": str(os.getpid())},
         )
         while child.poll() is None:
             time.sleep(1.0)

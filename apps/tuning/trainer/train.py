@@ -41,7 +41,7 @@ class TrainConfig:
     work_dir: str  # checkpoints: work_dir/checkpoint-<step>
     method: Literal["lora", "full", "pretrain"] = "lora"
     validation_file: str | None = None
-    base_model_id: str | None = None  # written into the adapter's config (the registry id of its base)
+    base_model_id: str | None = None  # written into the adapter's config: its base by registry reference, `<id>@v<N>`
     n_epochs: int = DEFAULT_EPOCHS
     batch_size: int = DEFAULT_BATCH_SIZE
     learning_rate: float | None = None  # None: the method's base rate (apps/tuning/hyperparameters.py)
