@@ -62,3 +62,23 @@ def test_remote_backend_is_chosen_by_settings(settings):
     settings.INFERENCE_REMOTE_BASE_URL = "http://127.0.0.1:9/v1"
     services.engine_reset()
     assert isinstance(services.engine_get(), RemoteEngine)
+
+
+def test_prompt_measure_on_the_remote_engine_counts_exactly(settings, tiny_version, engine, tiny_spec, tmp_path):
+    """Web's counts (context budgets, trimming, caps) come from the model server's /tokenize: the local engine's."""
+    from tests.live import model_server
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Tell me about the sea."}]
+    log = tmp_path / "inference.log"
+    with model_server(log_path=log) as (base_url, token):
+        settings.INFERENCE_BACKEND = "remote"
+        settings.INFERENCE_REMOTE_BASE_URL, settings.INFERENCE_REMOTE_API_KEY = base_url, token
+        services.engine_reset()
+        measure = services.prompt_measure(services.model_spec_resolve(user=None, reference="smollm2-135m-instruct"))
+        local = services.PromptMeasure(engine, tiny_spec)
+        assert measure.count(messages) == local.count(messages)
+        assert measure.context == local.context  # known from the count: no call of its own
+        # The run service counts its final prompt twice (trimming, then the request): the second is not asked again.
+        assert measure.count(messages) == local.count(messages)
+        assert measure.count_text("Once upon a time") == local.count_text("Once upon a time")
+        assert log.read_text().count("POST /tokenize") == 2
