@@ -132,7 +132,7 @@ class LocalEngine:
 
     def stream(self, request: GenerationRequest) -> Iterator[StreamEvent]:
         seq = self._start(request)
-        return self._events(seq)
+        return _Cancelling(self._events(seq), seq)
 
     def _events(self, seq: Sequence) -> Iterator[StreamEvent]:
         try:
@@ -159,7 +159,7 @@ class LocalEngine:
         except asyncio.CancelledError:
             cancelled.set()  # the caller left while it started: the scheduler drops it at its next step
             raise
-        return self._aevents(seq, out.queue)
+        return _ACancelling(self._aevents(seq, out.queue), seq)
 
     async def _aevents(self, seq: Sequence, events: asyncio.Queue) -> AsyncIterator[StreamEvent]:
         try:
@@ -193,6 +193,43 @@ class LocalEngine:
         """The scheduler of a loaded model (None when it is not loaded): its load, for tests and the server."""
         loaded = next((m for m in self.cache.loaded() if m.spec.key == key), None)
         return loaded.scheduler if loaded is not None else None
+
+
+class _Cancelling:
+    """A sequence's events; closing them cancels the sequence even before the first was read (a generator's own
+    `finally` runs only once it has started: the second of n streams is closed unread when the client leaves)."""
+
+    def __init__(self, events: Iterator[StreamEvent], seq: Sequence):
+        self.events, self.seq = events, seq
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> StreamEvent:
+        return next(self.events)
+
+    def close(self) -> None:
+        if not self.seq.done:
+            self.seq.cancelled.set()
+        self.events.close()
+
+
+class _ACancelling:
+    """`_Cancelling` for an event loop."""
+
+    def __init__(self, events: AsyncIterator[StreamEvent], seq: Sequence):
+        self.events, self.seq = events, seq
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        return await self.events.__anext__()
+
+    async def aclose(self) -> None:
+        if not self.seq.done:
+            self.seq.cancelled.set()
+        await self.events.aclose()
 
 
 class _LoopQueue:

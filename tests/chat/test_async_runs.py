@@ -295,3 +295,22 @@ def test_a_client_that_leaves_before_the_answer_starts_leaves_nothing_running(st
     runs = list(AppRun.objects.values_list("finish_reason", "completion_tokens"))
     assert all(reason == "cancelled" and tokens < 400 for reason, tokens in runs), runs
     print(f"left after {leave_in} s: answer {answer.status}, {len(answer.chunks)} pieces, runs {runs}")
+
+
+def test_every_choice_stops_when_the_client_leaves(store, key, monkeypatch):
+    """n=2: the client leaves while the first choice streams; the second, not read yet, is cancelled too."""
+    engine, opened = inference.engine_get(), []
+
+    class Watched:
+        async def astream(self, request):
+            opened.append(await engine.astream(request))
+            return opened[-1]
+
+    monkeypatch.setattr(run_services, "engine_get", lambda: Watched())
+    body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Tell me a story."}],
+            "max_tokens": 400, "temperature": 0, "stream": True, "ignore_eos": True, "n": 2}
+    answer = asyncio.run(asgi_post("/v1/chat/completions", body, key=key, leave_after=4))
+    assert answer.status == 200 and len(opened) == 2
+    sequences = [stream.seq for stream in opened]
+    assert all(seq.cancelled.is_set() for seq in sequences)
+    assert list(AppRun.objects.values_list("finish_reason", flat=True)) == ["cancelled"]
