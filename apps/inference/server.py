@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -548,6 +549,7 @@ def main() -> None:
         registry_root=env.get("MODELS_REGISTRY_ROOT") or BASE_DIR / "models_registry",
         token=env.get("INFERENCE_REMOTE_API_KEY") or shared_token(data_dir),
     )
+    _preload(app.state.server, env.get("INFERENCE_PRELOAD", "smollm2-135m-instruct"))
     host, port = env.get("INFERENCE_HOST", "127.0.0.1"), int(env.get("INFERENCE_PORT", 8001))
     logger.info("model server on http://%s:%d (registry %s, queue limit %s)", host, port, app.state.server.registry.root,
                 engine.queue_limit)
@@ -556,6 +558,21 @@ def main() -> None:
         uvicorn.run(app, host=host, port=port, access_log=False, log_level="info", timeout_graceful_shutdown=5)
     finally:
         engine.close()
+
+
+def _preload(server, references: str) -> None:
+    """Load these models (comma-separated; `<id>` is its newest version) while the server starts answering, so the
+    first request and the store's /healthz don't wait out a load. One that is missing is logged, not fatal."""
+
+    def load():
+        for reference in filter(None, (r.strip() for r in references.split(","))):
+            try:
+                server.engine.token_ids(GenerationRequest(model=server.registry.spec(reference), prompt=""))
+                logger.info("preloaded %s", reference)
+            except StoreError as exc:
+                logger.warning("could not preload %s: %s", reference, exc.message)
+
+    threading.Thread(target=load, name="preload", daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -428,3 +428,14 @@ def test_the_openai_client_against_a_real_model_server(tiny_version, engine, tin
         assert counted["count"] == engine.tokenize(GenerationRequest(model=tiny_ref_spec, messages=HI)).count
     log = (tmp_path / "server.log").read_text()
     assert f"POST /v1/chat/completions model={MODEL} status=200 prompt={expected.prompt_tokens} completion=10" in log
+
+
+def test_the_server_preloads_the_base_model_at_start_and_survives_a_missing_one(tiny_version, tmp_path):
+    """`make run` is ready when /healthz is 200, and its inference check loads the base model: loaded while the
+    server starts, no first request waits out the load. A preload that names nothing still leaves a server."""
+    with model_server(log_path=tmp_path / "server.log", INFERENCE_PRELOAD="smollm2-135m-instruct,nope") as (base_url, token):
+        client = openai.OpenAI(base_url=base_url, api_key=token, max_retries=0)
+        loaded = wait_for(lambda: [m.id for m in client.models.list()], timeout=60, what="the preloaded model")
+        assert loaded == [MODEL]
+    log = (tmp_path / "server.log").read_text()
+    assert "preloaded smollm2-135m-instruct" in log and "could not preload nope" in log
