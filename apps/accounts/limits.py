@@ -123,6 +123,15 @@ def request_take(*, quotas: list[Quota]) -> dict:
     return headers
 
 
+def request_give_back(*, quotas: list[Quota]) -> None:
+    """A request taken and then not served (the engine refused it: busy, unavailable) is not counted."""
+    now = timezone.now()
+    for quota in quotas:
+        RateWindow.objects.filter(scope=quota.scope, window_start=_window(now, quota.seconds), requests__gt=0).update(
+            requests=F("requests") - 1
+        )
+
+
 def tokens_add(*, quotas: list[Quota], tokens: int) -> None:
     now = timezone.now()
     for quota in quotas:

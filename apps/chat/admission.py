@@ -22,6 +22,7 @@ from apps.accounts.limits import (
     RateLimited,
     anonymous_quotas,
     quotas_for,
+    request_give_back,
     request_take,
     tokens_add,
 )
@@ -173,6 +174,12 @@ class Meter:
         """The client left early: bill what it was sent. Returns the completion tokens counted."""
         self._bill(max(self.prompt_tokens + self.produced - self.billed, 0))
         return self.produced
+
+    def refuse(self) -> None:
+        """The engine refused the run once admitted: its slots are freed and its request given back."""
+        self.release()
+        if self.quotas:
+            request_give_back(quotas=self.quotas)
 
     def release(self) -> None:
         if self.slots:

@@ -215,8 +215,11 @@ def _run_start(*, caller: Caller, app, request: GenerationRequest, measure, n: i
         except EngineOverloaded as exc:  # the model server's queue is full: a busy answer people can act on
             raise EngineOverloaded(_("The model is busy: try again in %(seconds)s s.") % {"seconds": exc.retry_after},
                                    retry_after=exc.retry_after) from exc
-    except BaseException:
-        meter.release()
+    except BaseException as exc:
+        if isinstance(exc, InferenceError):  # the engine refused it (busy, unavailable): no request was served
+            meter.refuse()
+        else:
+            meter.release()
         raise
     meter.start(prompt_tokens * n)
     run = Run(caller=caller, app=app, request=request, streams=streams, meter=meter, limit_headers=headers,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import pytest
 from asgiref.sync import sync_to_async
 
+from apps.accounts.models import RateWindow
 from apps.accounts.services import api_key_create
 from apps.chat import services as run_services
 from apps.chat.models import AppRun, StreamSlot
@@ -243,6 +244,8 @@ def test_a_busy_engine_is_a_503_people_can_read(busy_engine, client, key):
                                  HTTP_ACCEPT_LANGUAGE="zh-hans")
     assert translated.status_code == 503 and translated.json()["error"]["message"].startswith("模型正忙")
     assert not StreamSlot.objects.exists()  # a refused run holds no slot
+    # ... and spends no request of anyone's quota: the key's, its user's, the anonymous address's windows count 0
+    assert RateWindow.objects.exists() and set(RateWindow.objects.values_list("requests", flat=True)) == {0}
     assert asyncio.run(asgi_post("/apps/translator/run", TRANSLATE)).status == 200  # free again: it answers
 
 
