@@ -467,8 +467,8 @@ def main() -> None:
             for name, target, path, headers, pids in [("store, streaming", url, LIST_PATH, auth, web_pids),
                                                       ("bare, streaming", bare_url, BARE_PATH, {}, bare_pids)]:
                 t0, n0 = time.perf_counter(), streams.tokens
-                measure(name, target, path, headers, pids)["stream_tokens_per_s"] = (
-                    (streams.tokens - n0) / (time.perf_counter() - t0))
+                r = measure(name, target, path, headers, pids)  # (not on one line: Python would count first)
+                r["stream_tokens_per_s"] = (streams.tokens - n0) / (time.perf_counter() - t0)
         reads["streaming"] = {"streams": args.streams, "failures": streams.failures[:5]}
         result["reads"] = reads
 
