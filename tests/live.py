@@ -116,36 +116,29 @@ def store_server(*, log_path: Path | None = None, inference: bool = True, **env)
 
 
 @contextmanager
-def _store_process(*, log_path: Path | None = None, **env):
+def _served_process(command: list[str], *, env: dict, url: str, probe: str, what: str, log_path: Path | None):
+    """A server process of the store on the test's settings; yields once `url + probe` answers (any HTTP status:
+    a 503 /healthz is an answer), and ends it (SIGTERM, SIGKILL after 20 s) afterwards."""
     import urllib.error
     import urllib.request
 
-    port = free_port()
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "store.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-         "--lifespan", "off", "--no-access-log"],
-        cwd=ROOT,
-        env=live_env(**env),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(command, cwd=ROOT, env=live_env(**env), stdout=log, stderr=subprocess.STDOUT)
 
     def answers():
         if proc.poll() is not None:
-            raise RuntimeError(f"the store process exited with {proc.returncode}; log: {log_path}")
+            raise RuntimeError(f"{what} exited with {proc.returncode}; log: {log_path}")
         try:
-            urllib.request.urlopen(f"{url}/healthz", timeout=2)
+            urllib.request.urlopen(url + probe, timeout=2)
         except urllib.error.HTTPError:
-            return True  # it answered (503 is fine here: no worker runs)
+            return True
         except OSError:
             return False
         return True
 
     try:
-        wait_for(answers, timeout=60, what="the store process to answer")
-        yield url
+        wait_for(answers, timeout=60, what=f"{what} to answer")
+        yield proc
     finally:
         proc.terminate()
         try:
@@ -158,47 +151,31 @@ def _store_process(*, log_path: Path | None = None, **env):
 
 
 @contextmanager
+def _store_process(*, log_path: Path | None = None, **env):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "uvicorn", "store.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+               "--lifespan", "off", "--no-access-log"]
+    # /healthz may be 503 here (no worker runs): that it answers is enough.
+    with _served_process(command, env=env, url=url, probe="/healthz", what="the store process", log_path=log_path):
+        yield url
+
+
+@contextmanager
 def model_server(*, log_path: Path | None = None, **env):
     """A real model server (`python -m apps.inference.server`) on a free port, serving this test's registry root with
     the tiny model's settings (float32, no int8); yields its OpenAI base URL `http://127.0.0.1:<port>/v1` and its
     token once `/health` answers."""
     import secrets
-    import urllib.request
 
     port = free_port()
     token = env.pop("INFERENCE_REMOTE_API_KEY", None) or f"test-{secrets.token_urlsafe(16)}"
-    settings_env = {"INFERENCE_DTYPE": "float32", "INFERENCE_QUANTIZE": "none", **env}
-    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "apps.inference.server"],
-        cwd=ROOT,
-        env=live_env(INFERENCE_HOST="127.0.0.1", INFERENCE_PORT=str(port), INFERENCE_REMOTE_API_KEY=token, **settings_env),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    server_env = {"INFERENCE_DTYPE": "float32", "INFERENCE_QUANTIZE": "none", **env,
+                  "INFERENCE_HOST": "127.0.0.1", "INFERENCE_PORT": str(port), "INFERENCE_REMOTE_API_KEY": token}
     root = f"http://127.0.0.1:{port}"
-
-    def answers():
-        if proc.poll() is not None:
-            raise RuntimeError(f"the model server exited with {proc.returncode}; log: {log_path}")
-        try:
-            urllib.request.urlopen(f"{root}/health", timeout=2)
-        except OSError:
-            return False
-        return True
-
-    try:
-        wait_for(answers, timeout=60, what="the model server to answer")
+    with _served_process([sys.executable, "-m", "apps.inference.server"], env=server_env, url=root, probe="/health",
+                         what="the model server", log_path=log_path):
         yield f"{root}/v1", token
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if log_path:
-            log.close()
 
 
 @dataclass

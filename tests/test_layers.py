@@ -1,7 +1,7 @@
 """The layer rule of the README's architecture section, checked on the source (no import is executed).
 
 - `apps/core` imports no domain app; `apps/registry` imports nothing from `apps/catalog`;
-- the pure ML code (`apps/inference` outside its Django side, `services.py`, `apps.py` and `health.py`;
+- the pure ML code (`apps/inference` outside its Django side, `services.py` and `apps.py`;
   `apps/tuning/trainer`) imports no Django and no other app of the store than `apps.core.errors` (the one error
   hierarchy, itself free of Django);
 - no two modules import each other, directly or through others (module-level imports);
@@ -71,8 +71,8 @@ def test_the_registry_imports_nothing_of_the_catalog():
 
 
 def test_pure_ml_code_imports_no_django_and_no_store_app():
-    # services.py, and the app's Django wiring (apps.py, health.py: its /healthz check), are the Django side.
-    pure = under("apps/inference/", but=("services.py", "apps.py", "health.py")) + under("apps/tuning/trainer/")
+    # services.py (with the /healthz check) and the app's Django wiring (apps.py) are the Django side.
+    pure = under("apps/inference/", but=("services.py", "apps.py")) + under("apps/tuning/trainer/")
     assert pure, "the pure ML modules moved: update this test"
     assert offenders(pure, ("django", "rest_framework", "celery", *DOMAIN[:4], "apps.registry", "apps.tuning.models",
                             "apps.tuning.services", "store")) == []

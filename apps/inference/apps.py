@@ -10,7 +10,7 @@ class InferenceConfig(AppConfig):
         # Imported here: these modules import models, which cannot load before the app registry is ready.
         from apps.core.health import health_check_register
 
-        # The same reason: this one imports the registry's selectors and core's health module.
-        from apps.inference.health import check_inference
+        # The same reason: services imports the registry's models.
+        from apps.inference.services import check_inference
 
         health_check_register("inference", check_inference)

@@ -11,11 +11,13 @@ from collections.abc import Iterator
 
 from django.conf import settings
 
+from apps.core.health import CheckResult
 from apps.inference.engine import create_engine
 from apps.inference.types import (
     Engine,
     GenerationRequest,
     GenerationResult,
+    InferenceError,
     ModelSpec,
     SamplingParams,
     StreamEvent,
@@ -126,3 +128,21 @@ class PromptMeasure:
 
 def prompt_measure(spec: ModelSpec) -> PromptMeasure:
     return PromptMeasure(engine_get(), spec)
+
+
+def check_inference() -> CheckResult:
+    """/healthz's inference check: the engine answers and the base model is loadable. On the remote engine (web's
+    default) the model server is asked `GET /health?model=<the base model's reference>` with a short timeout (a
+    probe that hangs is a failure); on the local engine the base model is loaded in this process. The detail names
+    the server's address: /healthz shows it to staff only."""
+    engine = engine_get()
+    # The base model by its exact version (what the model server loads), whoever may see it.
+    version = model_version_resolve(reference=settings.BASE_MODEL_ID, user=None, check_access=False)
+    check = getattr(engine, "check", None)  # the remote engine's probe of its server
+    if check is not None:
+        try:
+            return CheckResult(True, check(version.reference))
+        except InferenceError as exc:
+            return CheckResult(False, f"{engine.root}: {exc}")  # where it looked, for staff
+    counted = engine.tokenize(GenerationRequest(model=model_spec_for(version), prompt=""))
+    return CheckResult(True, f"in process: {version.reference} loaded (context {counted.context} tokens)")
