@@ -114,6 +114,11 @@ class FineTuningJob(TimeStampedModel):
     result_version = models.OneToOneField(
         "registry.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="source_job"
     )
+    metadata = models.JSONField(default=dict, blank=True)  # OpenAI's metadata: up to 16 string pairs
+    # The result becomes the next version of this model (the caller's own) instead of a model of its own.
+    register_as = models.ForeignKey(
+        "registry.RegisteredModel", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["-created_at"]
