@@ -77,7 +77,10 @@ class FineTuningJob(TimeStampedModel):
 
     public_id = models.CharField(max_length=40, unique=True, default=new_job_id)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="finetuning_jobs")
-    base_version = models.ForeignKey("registry.ModelVersion", on_delete=models.PROTECT, related_name="finetuning_jobs")
+    # Null once the base model is deleted (allowed when the job has ended: `base_reference` keeps its name).
+    base_version = models.ForeignKey(
+        "registry.ModelVersion", null=True, on_delete=models.SET_NULL, related_name="finetuning_jobs"
+    )
     base_reference = models.CharField(max_length=300)  # as the user gave it
     training_file = models.ForeignKey(TrainingFile, on_delete=models.PROTECT, related_name="jobs")
     validation_file = models.ForeignKey(TrainingFile, null=True, blank=True, on_delete=models.PROTECT, related_name="validation_jobs")

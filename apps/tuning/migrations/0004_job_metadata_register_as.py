@@ -12,6 +12,11 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.AlterField(
+            model_name='finetuningjob',
+            name='base_version',
+            field=models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='finetuning_jobs', to='registry.modelversion'),
+        ),
         migrations.AddField(
             model_name='finetuningjob',
             name='metadata',
