@@ -40,6 +40,14 @@ def registry_root(tmp_path, settings) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def empty_local_cache():
+    """Pages and keys cached by an earlier test (under counters that its flush reset) never reach the next one."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def rate_windows_that_never_turn(settings):
     """Rate limits count in fixed windows (a minute, an hour): a test that happens to cross a window's end would
     see its counters start again. Windows of about three years never turn during a test."""

@@ -3,11 +3,14 @@ import secrets
 from pathlib import Path
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
+from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from apps.accounts.limits import Quota, request_take
 from apps.accounts.models import APIKey, User
+from apps.core import generations
 from apps.registry.services import registered_model_delete
 
 
@@ -62,13 +65,49 @@ def api_key_revoke(*, key: APIKey) -> None:
         key.save(update_fields=["revoked_at"])
 
 
+API_KEYS = "api-keys"  # the generation counter of keys and their users (apps/core/generations.py)
+API_KEY_CACHE_SECONDS = 300
+
+
+def api_keys_changed(**_kwargs) -> None:
+    generations.bump(API_KEYS)
+
+
+def _user_saved(update_fields=None, **_kwargs) -> None:
+    if update_fields is not None and set(update_fields) <= {"last_login"}:
+        return  # a login changes nothing a key's check reads
+    api_keys_changed()
+
+
+def api_keys_connect() -> None:
+    """Every change to a key or a user (revoked, expired, deleted, deactivated) moves the counter, in its own
+    transaction: a key found under the counter's value stays right for as long as the value does."""
+    for signal in (post_save, post_delete):
+        signal.connect(api_keys_changed, sender=APIKey, dispatch_uid=f"api-keys-{signal is post_save}")
+    post_save.connect(_user_saved, sender=User, dispatch_uid="api-keys-user-save")
+    post_delete.connect(api_keys_changed, sender=User, dispatch_uid="api-keys-user-delete")
+
+
 def api_key_authenticate(raw: str) -> APIKey | None:
-    """The active key for this secret, with its user, or None. Marks it used (at most once a minute)."""
-    key = APIKey.objects.active().select_related("user").filter(hashed_key=api_key_hash(raw)).first()
-    if key is None or not key.user.is_active:
-        return None
+    """The active key for this secret, with its user, or None. Marks it used (at most once a minute).
+
+    A found key is kept for the next requests under the key counter's value (a read of one row instead of a
+    joined query to compile); whether it is revoked, expired or its user inactive is still decided here, each time,
+    on that copy, which a change to the key or the user replaces."""
+    digest = api_key_hash(raw)
+    cache_key = f"api-key:{generations.current(API_KEYS)}:{digest}"
+    key = cache.get(cache_key)
+    changed = key is None
+    if key is None:
+        key = APIKey.objects.select_related("user").filter(hashed_key=digest).first()
+        if key is None:
+            return None  # unknown keys are not kept: guesses would fill the cache
     now = timezone.now()
+    if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now) or not key.user.is_active:
+        return None
     if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
-        APIKey.objects.filter(pk=key.pk).update(last_used_at=now)
-        key.last_used_at = now
+        APIKey.objects.filter(pk=key.pk).update(last_used_at=now)  # no signal: the counter stays
+        key.last_used_at, changed = now, True
+    if changed and not transaction.get_connection().in_atomic_block:  # a rollback could move the counter back
+        cache.set(cache_key, key, API_KEY_CACHE_SECONDS)
     return key

@@ -1,5 +1,6 @@
 from django.contrib import admin, messages
 
+from apps.catalog.generation import catalog_changed
 from apps.catalog.models import AppVersion, Category, Report, Review, StoreApp
 from apps.catalog.services import link_token_sync
 
@@ -13,12 +14,14 @@ class CategoryAdmin(admin.ModelAdmin):
 @admin.action(description="Unlist the selected apps (they leave the catalog and their pages)")
 def unlist(modeladmin, request, queryset):
     count = queryset.update(is_listed=False)
+    catalog_changed()  # update() sends no signal
     modeladmin.message_user(request, f"{count} app(s) unlisted.", messages.SUCCESS)
 
 
 @admin.action(description="List the selected apps again")
 def relist(modeladmin, request, queryset):
     queryset.update(is_listed=True)
+    catalog_changed()
 
 
 @admin.register(StoreApp)

@@ -29,3 +29,17 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hostname} ({', '.join(self.queues)})"
+
+
+class Generation(models.Model):
+    """A counter that a kind of data bumps in the transaction that changes it (apps/core/generations.py).
+
+    A cache keyed by the counter's value is never stale: a reader reads the counter before the data, and a writer
+    bumps it in the same transaction as its change, so data cached under a value is at least as new as that value.
+    """
+
+    name = models.CharField(max_length=64, primary_key=True)
+    value = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.value}"

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+
+from django.core.cache import cache
+from django.db import transaction
 from django.db.models import Avg, Count, F, IntegerField
 from django.db.models.functions import Cast
+from django.utils.translation import get_language
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
@@ -15,6 +20,7 @@ from apps.api.native.base import StoreAPIMixin, bool_param
 from apps.catalog import selectors as catalog_selectors
 from apps.catalog import services as catalog_services
 from apps.catalog.access import access_app, access_app_owned
+from apps.catalog.generation import catalog_generation
 from apps.catalog.models import VERSIONED_FIELDS, AppVersion, Category, Review, StoreApp
 from apps.chat import services as chat_services
 from apps.core.errors import InvalidRequest
@@ -28,6 +34,30 @@ APP_FILTERS = [
     OpenApiParameter("creator", str, description="A creator's username."),
     OpenApiParameter("mine", bool, description="The caller's own apps, drafts and private ones included."),
 ]
+
+
+CATALOG_PAGE_SECONDS = 300  # a bound on an entry's life; the generation counter is what keeps pages fresh
+OWNER_FIELDS = ("instructions", "prompt_template", "secret_strings")  # shown to an app's creator only
+
+
+def _shared(data, user):
+    """The page as any caller sees it: the caller's own apps lose their private fields."""
+    shared = copy.deepcopy(data)
+    for row in shared["results"]:
+        if row["creator"] is not None and row["creator"] == user.get_username():
+            row.update(dict.fromkeys(OWNER_FIELDS))
+    return shared
+
+
+def _with_owner_fields(page, user):
+    """A cached page for this caller: their own apps get their private fields back, read fresh."""
+    mine = [row["slug"] for row in page["results"] if row["creator"] is not None and row["creator"] == user.get_username()]
+    if mine:
+        private = {row["slug"]: row for row in StoreApp.objects.filter(slug__in=mine, creator=user).values("slug", *OWNER_FIELDS)}
+        for row in page["results"]:
+            if row["slug"] in private:
+                row.update({field: private[row["slug"]][field] for field in OWNER_FIELDS})
+    return page
 
 
 class AppViewSet(StoreAPIMixin, viewsets.GenericViewSet):
@@ -56,8 +86,26 @@ class AppViewSet(StoreAPIMixin, viewsets.GenericViewSet):
         if bool_param(params.get("mine")):
             apps = catalog_selectors.app_list_owned(user=request.user).annotate(
                 rating=Avg("reviews__rating"), review_count=Count("reviews", distinct=True))
-            ordering = ("-updated_at", "-id")
-        elif params.get("q", "").strip():
+            return self.paged(apps, s.AppSerializer, ordering=("-updated_at", "-id"))
+        return self._catalog_page(request)
+
+    def _catalog_page(self, request):
+        """A page of the catalog, the same for every caller but for their own apps' private fields: kept under the
+        catalog's generation counter (apps/catalog/generation.py), so a page is rebuilt only after a change that
+        it shows. Building one is most of a catalog read's time (an aggregate query and 10 rows to serialize)."""
+        key = f"api-catalog:{catalog_generation()}:{get_language()}:{request.build_absolute_uri()}"
+        page = cache.get(key)
+        if page is None:
+            response = self._catalog_list(request)
+            # Inside a transaction the counter may still move back (a rollback): nothing is kept from there.
+            if not transaction.get_connection().in_atomic_block:
+                cache.set(key, _shared(response.data, request.user), CATALOG_PAGE_SECONDS)
+            return response
+        return Response(_with_owner_fields(page, request.user))
+
+    def _catalog_list(self, request):
+        params = request.query_params
+        if params.get("q", "").strip():
             apps, ordering = catalog_selectors.app_search(query=params["q"]), ("-published_at", "-id")
             if "rank" in apps.query.annotations:
                 # The cursor holds the position as text; a float4 rank read back from text no longer equals
