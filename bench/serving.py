@@ -397,7 +397,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--concurrent", type=int, default=64, help="streams at once through one web process")
     parser.add_argument("--concurrent-tokens", type=int, default=32)
+    parser.add_argument("--parts", default="reads,streaming,concurrent",
+                        help="which measurements to run (comma-separated; the README's figures come from all three)")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
 
     data = args.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
@@ -455,29 +458,32 @@ def main() -> None:
             reads[name] = r
             return r
 
-        # 1. The client: the same bare list with 1 and 2 client processes must give the same figure.
-        # The bare list is measured before and after the store; the reference is the better of the two runs (a
-        # connection per request now and then waits out a 1 s SYN retransmit here, which would flatter the store).
-        measure("bare, 2 client processes", bare_url, BARE_PATH, {}, bare_pids, processes=2)
-        first = measure("bare, before", bare_url, BARE_PATH, {}, bare_pids)
-        measure("store", url, LIST_PATH, auth, web_pids)
-        second = measure("bare, after", bare_url, BARE_PATH, {}, bare_pids)
-        reads["bare"] = max(first, second, key=lambda r: r["requests_per_s"])
-        with BackgroundStreams(url, key, model, args.streams) as streams:
-            for name, target, path, headers, pids in [("store, streaming", url, LIST_PATH, auth, web_pids),
-                                                      ("bare, streaming", bare_url, BARE_PATH, {}, bare_pids)]:
-                t0, n0 = time.perf_counter(), streams.tokens
-                r = measure(name, target, path, headers, pids)  # (not on one line: Python would count first)
-                r["stream_tokens_per_s"] = (streams.tokens - n0) / (time.perf_counter() - t0)
-        reads["streaming"] = {"streams": args.streams, "failures": streams.failures[:5]}
-        result["reads"] = reads
+        if "reads" in parts:
+            # 1. The client: the same bare list with 1 and 2 client processes must give the same figure.
+            # The bare list is measured before and after the store; the reference is the better of the two runs (a
+            # connection per request now and then waits out a 1 s SYN retransmit here, which would flatter the store).
+            measure("bare, 2 client processes", bare_url, BARE_PATH, {}, bare_pids, processes=2)
+            first = measure("bare, before", bare_url, BARE_PATH, {}, bare_pids)
+            measure("store", url, LIST_PATH, auth, web_pids)
+            second = measure("bare, after", bare_url, BARE_PATH, {}, bare_pids)
+            reads["bare"] = max(first, second, key=lambda r: r["requests_per_s"])
+            with BackgroundStreams(url, key, model, args.streams) as streams:
+                for name, target, path, headers, pids in [("store, streaming", url, LIST_PATH, auth, web_pids),
+                                                          ("bare, streaming", bare_url, BARE_PATH, {}, bare_pids)]:
+                    t0, n0 = time.perf_counter(), streams.tokens
+                    r = measure(name, target, path, headers, pids)  # (not on one line: Python would count first)
+                    r["stream_tokens_per_s"] = (streams.tokens - n0) / (time.perf_counter() - t0)
+            reads["streaming"] = {"streams": args.streams, "failures": streams.failures[:5]}
+            result["reads"] = reads
 
         # 2. Streaming through web + model server against the engine in this process, interleaved.
-        result["streaming"] = streaming_compare(url, key, model, args.tokens, args.repeats)
+        if "streaming" in parts:
+            result["streaming"] = streaming_compare(url, key, model, args.tokens, args.repeats)
 
         # 3. 64 concurrent streams through one web process.
-        result["concurrent"] = concurrent_streams(store_env, logs, url, key, model, args.concurrent,
-                                                  args.concurrent_tokens, started)
+        if "concurrent" in parts:
+            result["concurrent"] = concurrent_streams(store_env, logs, url, key, model, args.concurrent,
+                                                      args.concurrent_tokens, started)
 
         # 4. Web RSS and no torch.
         result["web"] = {"rss_mb": {pid: rss_mb(pid) for pid in web_pids},
@@ -596,47 +602,57 @@ def concurrent_streams(store_env, logs, store_url, key, model, count, tokens, st
 
 
 def summary(r: dict) -> str:
-    reads = r["reads"]
-    bare, store = reads["bare"], reads["store"]
-    bare_s, store_s = reads["bare, streaming"], reads["store, streaming"]
-    s, c, w = r["streaming"], r["concurrent"], r["web"]
-
     def row(name, x, ref=None):
         ratio = f" ({x['requests_per_s'] / ref['requests_per_s']:.2f}x)" if ref else ""
         return (f"| {name} | {x['requests_per_s']:.0f}{ratio} | {x['p50_ms']:.1f} ms | {x['p99_ms']:.1f} ms | "
                 f"{x['server_cpu_ms_per_request']:.2f} ms |")
 
-    lines = [
-        (f"Catalog reads, `GET {LIST_PATH}`, {r['connections']} keep-alive connections, {r['web_processes']} web "
-        f"processes, {r['seconds']:.0f} s each:"), "",
-        "| server | requests/s | p50 | p99 | server CPU per request |", "| --- | --- | --- | --- | --- |",
-        row("bare DRF list, gunicorn sync workers", bare),
-        row("bare DRF list, 2 client processes (client check)", reads["bare, 2 client processes"]),
-        row("store, idle", store, bare),
-        row(f"store, {reads['streaming']['streams']} chat completions streaming", store_s, bare),
-        row(f"bare DRF list, {reads['streaming']['streams']} chat completions streaming", bare_s),
-        "",
-        (f"p99 while streaming: {store_s['p99_ms']:.1f} ms = {store_s['p99_ms'] / bare['p99_ms']:.2f}x the idle bare "
-        f"list's p99 ({store_s['p99_ms'] / bare_s['p99_ms']:.2f}x the bare list's under the same streams); "
-        f"requests/s while streaming {store_s['requests_per_s'] / bare_s['requests_per_s']:.2f}x the bare list's "
-        f"under the same streams. The {reads['streaming']['streams']} streams decoded "
-        f"{store_s['stream_tokens_per_s']:.1f} tokens/s in all during the store's reads, "
-        f"{bare_s['stream_tokens_per_s']:.1f} during the bare list's."),
-        "",
-        (f"| one greedy chat completion, {s['tokens']} tokens, median of {s['repeats']} | time to first token | "
-        "decode tokens/s |"), "| --- | --- | --- |",
-        f"| engine in process | {s['in_process']['ttft_s'] * 1000:.0f} ms | {s['in_process']['decode_tps']:.1f} |",
-        (f"| /v1 streamed through web + model server | {s['served']['ttft_s'] * 1000:.0f} ms ({s['ttft_ratio']:.2f}x) | "
-        f"{s['served']['decode_tps']:.1f} ({s['decode_ratio']:.2f}x) |"),
-        "",
-        f"{c['streams']} concurrent streamed chat completions ({c['tokens']} tokens) through one web process: "
-        + ", ".join(f"{v} {k}" for k, v in sorted(c["outcomes"].items()))
-        + f" in {c['wall_s']:.0f} s; web RSS {c['rss_mb']['after_10th']:.0f} MB after the 10th, "
-        f"{c['rss_mb']['after_64th']:.0f} MB after the 64th ({c['rss_growth']:+.1%}), peak {c['rss_mb']['peak']:.0f} MB.",
-        "",
-        "Web process RSS: " + ", ".join(f"{v:.0f} MB" for v in w["rss_mb"].values())
-        + f" (torch mapped: {'yes' if w['torch_mapped'] else 'no'}).",
-    ]
+    lines = []
+    if "reads" in r:
+        reads = r["reads"]
+        bare, store = reads["bare"], reads["store"]
+        bare_s, store_s = reads["bare, streaming"], reads["store, streaming"]
+        lines += [
+            (f"Catalog reads, `GET {LIST_PATH}`, {r['connections']} keep-alive connections, {r['web_processes']} web "
+            f"processes, {r['seconds']:.0f} s each:"), "",
+            "| server | requests/s | p50 | p99 | server CPU per request |", "| --- | --- | --- | --- | --- |",
+            row("bare DRF list, gunicorn sync workers", bare),
+            row("bare DRF list, 2 client processes (client check)", reads["bare, 2 client processes"]),
+            row("store, idle", store, bare),
+            row(f"store, {reads['streaming']['streams']} chat completions streaming", store_s, bare),
+            row(f"bare DRF list, {reads['streaming']['streams']} chat completions streaming", bare_s),
+            "",
+            (f"p99 while streaming: {store_s['p99_ms']:.1f} ms = {store_s['p99_ms'] / bare['p99_ms']:.2f}x the idle "
+            f"bare list's p99 ({store_s['p99_ms'] / bare_s['p99_ms']:.2f}x the bare list's under the same streams); "
+            f"requests/s while streaming {store_s['requests_per_s'] / bare_s['requests_per_s']:.2f}x the bare list's "
+            f"under the same streams. The {reads['streaming']['streams']} streams decoded "
+            f"{store_s['stream_tokens_per_s']:.1f} tokens/s in all during the store's reads, "
+            f"{bare_s['stream_tokens_per_s']:.1f} during the bare list's."),
+            "",
+        ]
+    if "streaming" in r:
+        s = r["streaming"]
+        lines += [
+            (f"| one greedy chat completion, {s['tokens']} tokens, median of {s['repeats']} | time to first token | "
+            "decode tokens/s |"), "| --- | --- | --- |",
+            f"| engine in process | {s['in_process']['ttft_s'] * 1000:.0f} ms | {s['in_process']['decode_tps']:.1f} |",
+            (f"| /v1 streamed through web + model server | {s['served']['ttft_s'] * 1000:.0f} ms "
+            f"({s['ttft_ratio']:.2f}x) | {s['served']['decode_tps']:.1f} ({s['decode_ratio']:.2f}x) |"),
+            "",
+        ]
+    if "concurrent" in r:
+        c = r["concurrent"]
+        lines += [
+            f"{c['streams']} concurrent streamed chat completions ({c['tokens']} tokens) through one web process: "
+            + ", ".join(f"{v} {k}" for k, v in sorted(c["outcomes"].items()))
+            + f" in {c['wall_s']:.0f} s; web RSS {c['rss_mb']['after_10th']:.0f} MB after the 10th, "
+            f"{c['rss_mb']['after_64th']:.0f} MB after the 64th ({c['rss_growth']:+.1%}), peak "
+            f"{c['rss_mb']['peak']:.0f} MB.",
+            "",
+        ]
+    w = r["web"]
+    lines.append("Web process RSS: " + ", ".join(f"{v:.0f} MB" for v in w["rss_mb"].values())
+                 + f" (torch mapped: {'yes' if w['torch_mapped'] else 'no'}).")
     return "\n".join(lines)
 
 
