@@ -75,7 +75,7 @@ def host_env(name: str, volumes_dir: Path) -> dict[str, str]:
 
 def test_compose_has_the_production_services():
     services = compose()["services"]
-    assert set(services) == {"db", "redis", "init", *STORE_SERVICES}
+    assert set(services) == {"db", "redis", "init", *STORE_SERVICES, "vllm"}  # vllm: the gpu profile's
     for name in ["init", *STORE_SERVICES]:
         env = service_env(name)
         assert env["DATABASE_URL"].startswith("postgres://") and env["CELERY_BROKER_URL"].startswith("redis://")
@@ -137,6 +137,53 @@ def test_compose_web_generates_through_the_internal_model_server():
     probe = " ".join(services["inference"]["healthcheck"]["test"])
     assert f"http://127.0.0.1:{inference['INFERENCE_PORT']}/health'" in probe
     assert services["web"]["depends_on"]["inference"]["condition"] == "service_healthy"
+
+
+# What a GPU host puts in .env to serve with vLLM (README "vLLM").
+GPU_DOTENV = {**DOTENV, "COMPOSE_PROFILES": "gpu", "INFERENCE_REMOTE_KIND": "vllm",
+              "INFERENCE_REMOTE_BASE_URL": "http://vllm:8001/v1", "INFERENCE_SERVER_REPLICAS": "0"}
+
+
+def test_compose_gpu_profile_serves_with_vllm_in_place_of_the_model_server(settings):
+    from apps.inference.layout import folder_for_model_id
+    from apps.tuning.hyperparameters import HYPERPARAMETERS
+
+    services = compose()["services"]
+    vllm = services["vllm"]
+    assert vllm["profiles"] == ["gpu"] and not any("profiles" in services[n] for n in ["init", *STORE_SERVICES])
+    assert vllm["image"].startswith("vllm/vllm-openai:") and vllm["entrypoint"] == ["vllm", "serve"]
+    model, *flags = [interpolate(arg, GPU_DOTENV) for arg in vllm["command"]]
+    options = dict(f.removeprefix("--").split("=", 1) for f in flags if "=" in f)
+    env = {k: interpolate(v, GPU_DOTENV) for k, v in vllm["environment"].items()}
+    # Adapters load at runtime, up to the highest rank the store trains; web's token is vLLM's key.
+    assert "--enable-lora" in flags and env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert int(options["max-lora-rank"]) >= next(h.high for h in HYPERPARAMETERS if h.name == "lora_rank")
+    assert int(options["max-cpu-loras"]) >= int(options["max-loras"]) >= 1
+    web = service_env("web", GPU_DOTENV)
+    assert env["VLLM_API_KEY"] == web["INFERENCE_REMOTE_API_KEY"] == DOTENV["INFERENCE_REMOTE_API_KEY"]
+    assert env["HF_HUB_OFFLINE"] == "1"
+    # The registry volume read-only, where web says vLLM sees it; the model is the base model's version folder on it.
+    (mount,) = vllm["volumes"]
+    source, target, mode = mount.split(":")
+    assert (source, mode) == ("registry", "ro") and target == web["INFERENCE_REMOTE_REGISTRY_ROOT"]
+    assert model == f"{target}/{folder_for_model_id(settings.BASE_MODEL_ID)}/1"  # import_base_model's first version
+    # Web talks to it as vLLM, on the internal network; the CPU model server is off, and web waits for vLLM alone.
+    url = urlsplit(web["INFERENCE_REMOTE_BASE_URL"])
+    assert web["INFERENCE_REMOTE_KIND"] == "vllm" and options["host"] == "0.0.0.0"
+    assert (url.hostname, url.port, url.path) == ("vllm", int(options["port"]), "/v1")
+    assert vllm["networks"] == ["inference"] and "ports" not in vllm
+    assert interpolate(services["inference"]["deploy"]["replicas"], GPU_DOTENV) == "0"
+    assert interpolate(services["inference"]["deploy"]["replicas"], DOTENV) == "1"
+    for server in ["inference", "vllm"]:
+        assert services["web"]["depends_on"][server] == {"condition": "service_healthy", "required": False}
+    assert vllm["depends_on"]["init"]["condition"] == "service_completed_successfully"  # the base model is there
+    probe = " ".join(vllm["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{options['port']}/health'" in probe
+    device = vllm["deploy"]["resources"]["reservations"]["devices"][0]
+    assert device["capabilities"] == ["gpu"] and device["count"] == 1
+    # Without the profile nothing changes: web on the store's model server.
+    plain = service_env("web")
+    assert (plain["INFERENCE_REMOTE_KIND"], plain["INFERENCE_REMOTE_BASE_URL"]) == ("store", "http://inference:8001/v1")
 
 
 def test_image_makes_the_volumes_and_beat_schedule_writable_and_leaves_local_data_out():

@@ -35,10 +35,13 @@ def engine_get() -> Engine:
         if _engine is None:
             if settings.INFERENCE_BACKEND == "remote":
                 # The store's model server (or vLLM...): counts come from its /tokenize; INFERENCE_REMOTE_CONTEXT
-                # is the context assumed only where a server has no /tokenize.
+                # is the context assumed only where a server has no /tokenize. On vLLM the model folders are named
+                # as vLLM sees the registry (INFERENCE_REMOTE_REGISTRY_ROOT, by default the same path).
                 _engine = create_engine(
                     "remote", base_url=settings.INFERENCE_REMOTE_BASE_URL, api_key=settings.INFERENCE_REMOTE_API_KEY,
-                    context=settings.INFERENCE_REMOTE_CONTEXT,
+                    context=settings.INFERENCE_REMOTE_CONTEXT, kind=settings.INFERENCE_REMOTE_KIND,
+                    registry_root=settings.MODELS_REGISTRY_ROOT,
+                    remote_registry_root=settings.INFERENCE_REMOTE_REGISTRY_ROOT or settings.MODELS_REGISTRY_ROOT,
                 )
             else:
                 _engine = create_engine(
@@ -141,7 +144,7 @@ def check_inference() -> CheckResult:
     check = getattr(engine, "check", None)  # the remote engine's probe of its server
     if check is not None:
         try:
-            return CheckResult(True, check(version.reference))
+            return CheckResult(True, check(model_spec_for(version)))
         except InferenceError as exc:
             return CheckResult(False, f"{engine.root}: {exc}")  # where it looked, for staff
     counted = engine.tokenize(GenerationRequest(model=model_spec_for(version), prompt=""))
