@@ -220,6 +220,10 @@ INFERENCE_REMOTE_BASE_URL = env.str(
 # The token the model server wants; the embedded default shares one generated into $STORE_DATA_DIR/inference_token.
 INFERENCE_REMOTE_API_KEY = env.str("INFERENCE_REMOTE_API_KEY", default="") or shared_token(DATA_DIR)
 INFERENCE_REMOTE_CONTEXT = env.int("INFERENCE_REMOTE_CONTEXT", default=8192)  # the remote model's context (tokens)
+# What the model server is: `store` (ours: models by registry reference) or `vllm` (full models by the folder it was
+# started with, LoRA fine-tunes loaded at runtime). On vllm, the registry root as vLLM sees it ("": the same path).
+INFERENCE_REMOTE_KIND = env.str("INFERENCE_REMOTE_KIND", default="store")  # store | vllm
+INFERENCE_REMOTE_REGISTRY_ROOT = env.str("INFERENCE_REMOTE_REGISTRY_ROOT", default="")
 # Anonymous visitors may try the built-in apps this many times an hour per client address, and all anonymous
 # visitors together ANON_TRIAL_GLOBAL_RUNS times an hour (server-side counters: dropping cookies changes nothing).
 ANON_TRIAL_RUNS = env.int("ANON_TRIAL_RUNS", default=10)
