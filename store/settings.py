@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "apps.registry",
     "apps.inference",
     "apps.catalog",
+    "apps.knowledge",
     "apps.chat",
     "apps.tuning",
     "apps.api",
@@ -298,6 +299,18 @@ FINETUNE_DAILY_TOKENS_PER_USER = env.int("FINETUNE_DAILY_TOKENS_PER_USER", defau
 # A waiting job whose run message no runner took (a worker fetched it and died) is sent again by beat once the gpu
 # queue has been idle this many seconds; after FINETUNE_MAX_ATTEMPTS lost messages the job fails with a message.
 FINETUNE_DISPATCH_TIMEOUT = env.int("FINETUNE_DISPATCH_TIMEOUT", default=300)
+# Knowledge files on apps (apps/knowledge): caps per app and per user, one file's size (under
+# REQUEST_BODY_MAX_BYTES, the cap of the builder's and /api/v1's requests), chunks of KNOWLEDGE_CHUNK_TOKENS base-model
+# tokens overlapping by KNOWLEDGE_CHUNK_OVERLAP, and at most KNOWLEDGE_TOP_K passages (KNOWLEDGE_PROMPT_TOKENS tokens)
+# in a run's prompt.
+KNOWLEDGE_MAX_FILES_PER_APP = env.int("KNOWLEDGE_MAX_FILES_PER_APP", default=20)
+KNOWLEDGE_MAX_FILES_PER_USER = env.int("KNOWLEDGE_MAX_FILES_PER_USER", default=100)
+KNOWLEDGE_MAX_BYTES_PER_USER = env.int("KNOWLEDGE_MAX_BYTES_PER_USER", default=100 * 2**20)
+KNOWLEDGE_MAX_FILE_BYTES = env.int("KNOWLEDGE_MAX_FILE_BYTES", default=5 * 2**20)
+KNOWLEDGE_CHUNK_TOKENS = env.int("KNOWLEDGE_CHUNK_TOKENS", default=200)
+KNOWLEDGE_CHUNK_OVERLAP = env.int("KNOWLEDGE_CHUNK_OVERLAP", default=40)
+KNOWLEDGE_TOP_K = env.int("KNOWLEDGE_TOP_K", default=3)
+KNOWLEDGE_PROMPT_TOKENS = env.int("KNOWLEDGE_PROMPT_TOKENS", default=900)
 # Request bodies over these sizes get a 413 before they are read (apps/core/uploads.py: in front of Django under
 # ASGI, and as a middleware): on the upload paths, a training file and its form around it; on every other path
 # REQUEST_BODY_MAX_BYTES (the builder's form with its 1 MB avatar, an API request).

@@ -143,10 +143,17 @@ class _CompletionBase(OpenAIView, abc.ABC):
         else:
             done = chat_services.run_collect(run).done
             response = Response({**meta, "object": self.object_name,
-                                 "choices": [self.choice(i, r) for i, r in enumerate(done.results)], "usage": done.usage})
+                                 "choices": [self.choice(i, r) for i, r in enumerate(done.results)], "usage": done.usage,
+                                 **_sources(done)})
         for name, value in run.limit_headers.items():
             response[name] = value
         return response
+
+
+def _sources(done: chat_services.Done) -> dict:
+    """An `app:` run's knowledge passages, in a field of our own (`sources`: OpenAI's client ignores it, and keeps
+    it in `model_extra`); nothing for a run without any."""
+    return {"sources": [source.public() for source in done.sources]} if done.sources else {}
 
 
 class _Chunks:
@@ -164,8 +171,10 @@ class _Chunks:
         if isinstance(event, chat_services.ChoiceEnd):
             first = [] if event.index in self.started else [self.chunk(event.index, "", None)]
             return [*first, self.chunk(event.index, "", _finish(event.result))]
-        if isinstance(event, chat_services.Done) and self.include_usage:
-            return [{**self.base, "choices": [], "usage": event.usage}]
+        if isinstance(event, chat_services.Done):
+            # An app's knowledge passages in a chunk of their own (no choices, as the usage chunk), before the usage.
+            sources = [{**self.base, "choices": [], **_sources(event)}] if event.sources else []
+            return sources + ([{**self.base, "choices": [], "usage": event.usage}] if self.include_usage else [])
         return []
 
     def chunk(self, index: int, delta: str, finish: str | None) -> dict:

@@ -14,6 +14,7 @@ from rest_framework import serializers
 
 from apps.catalog.models import AppVersion, Category, Report, Review, StoreApp
 from apps.chat.models import AppRun, Conversation, Message
+from apps.knowledge.models import KnowledgeFile
 from apps.registry.models import (
     ModelAlias,
     ModelAliasMove,
@@ -180,6 +181,16 @@ class AppRunInputSerializer(serializers.Serializer):
     stream = serializers.BooleanField(required=False, default=False, help_text="Server-sent events instead of one JSON answer.")
 
 
+class SourceSerializer(serializers.Serializer):
+    """A knowledge passage the answer was given, cited as [index]: the file's name and the passage, nothing more."""
+
+    index = serializers.IntegerField()
+    file = serializers.CharField()
+    heading = serializers.CharField(allow_blank=True)
+    text = serializers.CharField()
+    chunk = serializers.IntegerField()
+
+
 class AppRunResultSerializer(serializers.Serializer):
     app = serializers.CharField()
     text = serializers.CharField()
@@ -187,6 +198,21 @@ class AppRunResultSerializer(serializers.Serializer):
     conversation = serializers.IntegerField(allow_null=True)
     notice = serializers.CharField(allow_null=True)
     usage = serializers.DictField(child=serializers.IntegerField())
+    sources = SourceSerializer(many=True, help_text="The passages of the app's knowledge files in the prompt.")
+
+
+class KnowledgeFileSerializer(serializers.ModelSerializer):
+    """A knowledge file as its app's creator sees it: what it is and how its indexing went, never its content."""
+
+    class Meta:
+        model = KnowledgeFile
+        fields = ["id", "name", "content_type", "size", "sha256", "status", "message", "progress", "pages",
+                  "chunk_count", "token_count", "created_at", "updated_at", "indexed_at"]
+
+
+class KnowledgeFileInputSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="Plain text, Markdown, HTML or PDF (told by its content). A file of the "
+                                           "same name on the app is replaced and indexed again.")
 
 
 class AppRunSerializer(serializers.ModelSerializer):

@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from apps.api.native import account, catalog, registry, runs, tuning
+from apps.api.native import account, catalog, knowledge, registry, runs, tuning
 
 router = SimpleRouter()
 router.register("apps", catalog.AppViewSet, basename="app")
@@ -16,5 +16,9 @@ app_name = "api"
 urlpatterns = [
     path("usage/", account.UsageView.as_view(), name="usage"),
     path("me/", account.MeView.as_view(), name="me"),
+    path("apps/<slug:slug>/knowledge/", knowledge.KnowledgeFileViewSet.as_view({"get": "list", "post": "create"}),
+         name="app-knowledge-list"),
+    path("apps/<slug:slug>/knowledge/<int:pk>/",
+         knowledge.KnowledgeFileViewSet.as_view({"get": "retrieve", "delete": "destroy"}), name="app-knowledge-detail"),
     *router.urls,
 ]

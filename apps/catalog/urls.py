@@ -1,6 +1,7 @@
 from django.urls import path
 
 from apps.catalog import views
+from apps.knowledge import views as knowledge_views
 
 app_name = "catalog"
 urlpatterns = [
@@ -18,4 +19,8 @@ urlpatterns = [
     path("build/<slug:slug>/publish", views.build_publish, name="build-publish"),
     path("build/<slug:slug>/restore/<int:number>", views.build_restore, name="build-restore"),
     path("build/<slug:slug>/delete", views.build_delete, name="build-delete"),
+    # The builder's knowledge files (apps/knowledge/views.py)
+    path("build/<slug:slug>/knowledge/upload", knowledge_views.knowledge_upload, name="knowledge-upload"),
+    path("build/<slug:slug>/knowledge/<int:pk>/delete", knowledge_views.knowledge_delete, name="knowledge-delete"),
+    path("build/<slug:slug>/knowledge/status", knowledge_views.knowledge_status, name="knowledge-status"),
 ]

@@ -19,6 +19,7 @@ from apps.catalog.forms import AppForm, PublishForm, ReportForm, ReviewForm
 from apps.catalog.models import Category, StoreApp
 from apps.chat.models import Conversation
 from apps.core.errors import Forbidden, NotFound, StoreError
+from apps.knowledge.selectors import knowledge_file_list
 from apps.registry.selectors import model_version_resolve, registered_model_list
 
 PAGE_SIZE = 12
@@ -215,6 +216,8 @@ def build_edit(request, slug):
             if app.is_published and app.visibility != StoreApp.Visibility.PRIVATE else None,
             "config": {"kind": app.kind, "runUrl": f"/build/{app.slug}/preview", "loggedIn": True},
             "languages": LANGUAGES,
+            "knowledge_files": knowledge_file_list(app=app),
+            "knowledge_max_bytes": settings.KNOWLEDGE_MAX_FILE_BYTES,
         },
     )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from apps.catalog.builtin import GENERATOR_LENGTHS, LANGUAGES
 from apps.core.errors import InvalidRequest
@@ -133,6 +133,37 @@ def messages_prompt(app, messages: list[dict]) -> Prompt:
     if not any(m["role"] != "system" for m in turns):
         raise InvalidRequest("messages must hold at least one user or assistant message.", param="messages")
     return Prompt([*_system(app), *turns], app.max_tokens)
+
+
+KNOWLEDGE_FRAME = (
+    "Passages from the app's knowledge files. When they hold the answer, answer from them and cite the passage's "
+    "number in brackets, as [1]. Never copy a whole passage or file.\n\n"
+)
+KNOWLEDGE_MARGIN_TOKENS = 32  # the knowledge message's own frame and the chat template's tags around it
+
+
+def knowledge_query(messages: list[dict]) -> str:
+    """What a run searches the app's knowledge for: the newest user message and the one before it (a follow-up
+    question such as "and how long does it last?" names its subject in the turn before)."""
+    users = [m["content"] for m in messages if m.get("role") == "user" and isinstance(m.get("content"), str)]
+    return "\n".join(users[-2:][::-1])
+
+
+def knowledge_message(sources) -> dict:
+    """The retrieved passages as a system message, each under its marker `[n] file › heading`."""
+    blocks = []
+    for source in sources:
+        title = f"{source.file} › {source.heading}" if source.heading else source.file
+        blocks.append(f"[{source.index}] {title}\n{source.text}")
+    return {"role": "system", "content": KNOWLEDGE_FRAME + "\n\n".join(blocks)}
+
+
+def with_knowledge(prompt: Prompt, sources) -> Prompt:
+    """The prompt with the passages just before the newest message, the closest context to the question."""
+    if not sources:
+        return prompt
+    messages = [*prompt.messages[:-1], knowledge_message(sources), prompt.messages[-1]]
+    return replace(prompt, messages=messages)
 
 
 def private_texts(app) -> list[str]:

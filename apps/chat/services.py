@@ -55,6 +55,7 @@ from apps.inference.types import (
     InferenceError,
     SamplingParams,
 )
+from apps.knowledge.selectors import Source, app_has_knowledge, knowledge_sources
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class Run:
     trimmed_turns: int = 0
     prompt_tokens: int = 0  # of one choice
     streams_async: bool = False  # opened on the server's event loop: read them with `arun_events`
+    sources: list[Source] = field(default_factory=list)  # the knowledge passages in the prompt, cited as [n]
     reading: asyncio.Event = field(default_factory=asyncio.Event, repr=False)  # a reader (or the clean-up) took it
 
     def leak_guard(self) -> LeakGuard | None:
@@ -87,7 +89,8 @@ class Run:
         app, user = self.app, self.caller.user
         if app is None or (user.is_authenticated and app.creator_id == user.pk):
             return None
-        guard = LeakGuard(private_texts=prompts.private_texts(app), secrets=list(getattr(app, "secret_strings", None) or []))
+        guard = LeakGuard(private_texts=prompts.private_texts(app), secrets=list(getattr(app, "secret_strings", None) or []),
+                          quoted_files=_quoted_files(self.sources))
         return guard if guard.active else None
 
 
@@ -113,6 +116,7 @@ class ChoiceEnd:
 class Done:
     results: list[GenerationResult]
     conversation: Conversation | None = None
+    sources: list[Source] = field(default_factory=list)
 
     @property
     def usage(self) -> dict:
@@ -126,6 +130,7 @@ class Done:
             "finish_reason": self.results[0].finish_reason,
             "conversation": self.conversation.pk if self.conversation else None,
             "usage": {k: self.usage[k] for k in ("prompt_tokens", "completion_tokens")},
+            "sources": [source.public() for source in self.sources],
         }
 
 
@@ -163,15 +168,36 @@ def app_run_start(*, caller: Caller, app: StoreApp, inputs: dict | None = None, 
     else:
         prompt = prompts.generator_prompt(app, inputs.get("fields") or {})
     overrides = overrides or {}
+    measure = measure or prompt_measure(spec)
+    user_message = prompt.messages[-1]["content"]
+    prompt, sources = _with_knowledge(app, prompt, measure, max_tokens=overrides.get("max_tokens") or prompt.max_tokens)
     request = GenerationRequest(model=spec, messages=prompt.messages,
                                 params=replace(_app_sampling(app, prompt), **overrides))
-    measure = measure or prompt_measure(spec)
     run = _run_start(caller=caller, app=app, request=request, measure=measure, n=n,
                      caller_max_tokens="max_tokens" in overrides, trimmed_turns=prompt.trimmed_turns,
                      stream_async=stream_async)
+    run.sources = sources
     if turns is not None:
-        run.conversation = chat_turns_write(app=app, user=caller.user, turns=turns, message=prompt.messages[-1]["content"])
+        run.conversation = chat_turns_write(app=app, user=caller.user, turns=turns, message=user_message)
     return run
+
+
+def _with_knowledge(app: StoreApp, prompt: prompts.Prompt, measure, *, max_tokens: int) -> tuple[prompts.Prompt, list[Source]]:
+    """The app's knowledge passages for the newest turns, in the room the context has left after the instructions,
+    the history and the answer (the same on every face: pages, /api/v1 and /v1 `app:` calls)."""
+    if app.kind == StoreApp.Kind.TRANSLATOR or not app_has_knowledge(app):
+        return prompt, []
+    budget = measure.context - max_tokens - measure.count(prompt.messages) - prompts.KNOWLEDGE_MARGIN_TOKENS
+    sources = knowledge_sources(app=app, query=prompts.knowledge_query(prompt.messages), budget=budget)
+    return prompts.with_knowledge(prompt, sources), sources
+
+
+def _quoted_files(sources: list[Source]) -> dict[str, list[str]]:
+    """The passages of each file that the prompt holds: what an answer could copy out of it."""
+    files: dict[str, list[str]] = {}
+    for source in sources:
+        files.setdefault(source.file, []).append(source.text)
+    return files
 
 
 def model_run_start(*, caller: Caller, reference: str, params: SamplingParams, messages: list[dict] | None = None,
@@ -325,13 +351,16 @@ class _RunReader:
             if guard and guard.tripped:
                 self.result = _filtered(self.run, guard, self.produced)
                 self.stopped = True  # the engine stops generating it at once
-                out.append(Notice(LEAK_NOTICE))
+                out.append(Notice(QUOTE_NOTICE if guard.reason == "knowledge" else LEAK_NOTICE))
                 return out
         if event.result is not None:
             self.result = event.result
             tail = guard.flush() if guard else ""
             if tail:
                 out.append(Delta(self.index, tail))
+            if guard and guard.tripped:  # its last words made the quote too long
+                self.result = _filtered(self.run, guard, self.produced)
+                out.append(Notice(QUOTE_NOTICE))
         return out
 
     def choice_end(self) -> ChoiceEnd:
@@ -348,7 +377,7 @@ class _RunReader:
             _record_partial(self.run)
 
     def done(self) -> Done:
-        return Done(self.results, self.run.conversation)
+        return Done(self.results, self.run.conversation, self.run.sources)
 
 
 def run_events(run: Run) -> Iterator[Notice | Delta | ChoiceEnd | Done]:
@@ -462,6 +491,7 @@ def _app_event(event) -> list[dict]:
 
 
 LEAK_NOTICE = "The answer was stopped: it was giving away the app's private instructions."
+QUOTE_NOTICE = "The answer was stopped: it was copying too much of the app's knowledge files."
 
 
 def _filtered(run: Run, guard: LeakGuard, produced: int) -> GenerationResult:

@@ -147,6 +147,34 @@
 
   if (stopButton) stopButton.addEventListener("click", () => { if (controller) controller.abort(); });
 
+  // The knowledge passages an answer was given (file, heading, passage), under it: text only, so a passage of an
+  // HTML file shows its words and never renders.
+  function showSources(container, sources) {
+    const old = container.querySelector(":scope > .sources");
+    if (old) old.remove();
+    if (!sources || !sources.length) return;
+    const box = document.createElement("details");
+    box.className = "sources";
+    const summary = document.createElement("summary");
+    summary.textContent = interpolate(ngettext("%s source", "%s sources", sources.length), [sources.length]);
+    box.appendChild(summary);
+    const list = document.createElement("ol");
+    for (const source of sources) {
+      const item = document.createElement("li");
+      item.value = source.index;
+      const title = document.createElement("strong");
+      title.className = "source-file";
+      title.textContent = source.heading ? source.file + " › " + source.heading : source.file;
+      const passage = document.createElement("blockquote");
+      passage.className = "source-passage";
+      passage.textContent = source.text;
+      item.append(title, passage);
+      list.appendChild(item);
+    }
+    box.appendChild(list);
+    container.appendChild(box);
+  }
+
   function copyText(text, button) {
     if (navigator.clipboard) navigator.clipboard.writeText(text).then(() => {
       const label = button.textContent;
@@ -184,7 +212,8 @@
       const fields = {};
       for (const el of composer.querySelectorAll("textarea, select")) fields[el.name] = el.value;
       let text = "";
-      await streamRun({ fields }, (d) => { text += d; output.innerHTML = renderMarkdown(text); });
+      const final = await streamRun({ fields }, (d) => { text += d; output.innerHTML = renderMarkdown(text); });
+      if (final) showSources(output, final.sources);
     });
   }
 
@@ -253,6 +282,8 @@
         await openConversation(conversation);
       }
       if (regenerate) regenerate.hidden = !config.loggedIn;
+      const answers = log.querySelectorAll(".message-item.assistant");
+      if (answers.length) showSources(answers[answers.length - 1], final.sources);
     }
 
     function refreshList(id, title) {

@@ -14,6 +14,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from apps.accounts.services import api_key_create
 from apps.catalog.models import Review, StoreApp
 from apps.chat.models import Conversation
+from apps.knowledge.models import KnowledgeFile
+from apps.knowledge.services import knowledge_file_upload
 from apps.registry.models import ModelAlias, RegisteredModel
 from apps.registry.services import model_version_register
 from apps.tuning import services as tuning
@@ -96,7 +98,8 @@ def world(store, user, other_user, tiny_hf_dir, settings, tmp_path):
     model_version_register(name=ft_name, source_dir=tiny_hf_dir, owner=user)
     model_version_register(name=ft_name, source_dir=tiny_hf_dir, owner=user)  # v2: latest moves to it
     keys = {"owner": api_key_create(user=user, name="owner")[1], "other": api_key_create(user=other_user, name="other")[1]}
-    return {"app": app, "conversation": conversation, "file": spare, "used_file": used, "job": job, "ft": ft_name, "keys": keys}
+    knowledge = knowledge_file_upload(app=app, user=user, upload=SimpleUploadedFile("garden.md", b"# Roses\n\nPrune in March."))
+    return {"knowledge": knowledge.pk, "app": app, "conversation": conversation, "file": spare, "used_file": used, "job": job, "ft": ft_name, "keys": keys}
 
 
 def plan(w) -> list[Call]:
@@ -119,6 +122,10 @@ def plan(w) -> list[Call]:
              other_params=mine),
         Call("GET", "/api/v1/apps/{slug}/reviews/", {"slug": "chatbot"}, other_params=mine),
         Call("POST", "/api/v1/apps/{slug}/publish/", mine, body={"visibility": "link"}),
+        # The app's knowledge files: its creator's alone
+        Call("GET", "/api/v1/apps/{slug}/knowledge/", mine),
+        Call("POST", "/api/v1/apps/{slug}/knowledge/", mine, body={}, multipart=True, owner=201),
+        Call("GET", "/api/v1/apps/{slug}/knowledge/{id}/", {"slug": slug, "id": w["knowledge"]}),
         Call("GET", "/api/v1/categories/", other=None),
         Call("GET", "/api/v1/runs/", other=None),
         Call("GET", "/api/v1/conversations/", other=None),
@@ -168,6 +175,7 @@ def plan(w) -> list[Call]:
         Call("DELETE", "/v1/files/{file_id}", {"file_id": f}),
         Call("DELETE", "/api/v1/files/{id}/", {"id": w["used_file"].public_id}, owner=409),  # jobs refer to it
         Call("DELETE", "/api/v1/models/{name}/", {"name": ft}, owner=204),
+        Call("DELETE", "/api/v1/apps/{slug}/knowledge/{id}/", {"slug": slug, "id": w["knowledge"]}, owner=204),
         Call("DELETE", "/api/v1/apps/{slug}/", mine, owner=204),
     ]
 
@@ -209,6 +217,7 @@ def test_every_endpoint_by_nobody_another_user_and_the_owner(client, world, user
     assert TrainingFile.objects.filter(pk=world["file"].pk).exists()
     assert ModelAlias.objects.get(registered_model__name=world["ft"], name="latest").version.number == 2
     assert not Review.objects.filter(user=other_user).exists()
+    assert list(KnowledgeFile.objects.values_list("app", flat=True)) == [world["app"].pk]
 
     # The owner: each call does what it says.
     owner_key = world["keys"]["owner"]
