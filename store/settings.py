@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "apps.knowledge",
     "apps.chat",
     "apps.tuning",
+    "apps.webhooks",
     "apps.api",
 ]
 
@@ -277,6 +278,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.registry.tasks.staging_cleanup",
         "schedule": 3600.0,
     },
+    "webhooks-resend-lost": {
+        "task": "apps.webhooks.tasks.resend_lost_webhooks",
+        "schedule": 60.0,
+    },
 }
 # Fine-tuning: a job's runner holds a lease it renews with each heartbeat; beat re-queues a job whose lease ran
 # out (its worker died), which resumes from its last checkpoint. A job fails after FINETUNE_MAX_ATTEMPTS crashes.
@@ -311,6 +316,21 @@ KNOWLEDGE_CHUNK_TOKENS = env.int("KNOWLEDGE_CHUNK_TOKENS", default=200)
 KNOWLEDGE_CHUNK_OVERLAP = env.int("KNOWLEDGE_CHUNK_OVERLAP", default=40)
 KNOWLEDGE_TOP_K = env.int("KNOWLEDGE_TOP_K", default=3)
 KNOWLEDGE_PROMPT_TOKENS = env.int("KNOWLEDGE_PROMPT_TOKENS", default=900)
+# Webhooks (apps/webhooks): endpoints per user; each attempt's time limit (the whole exchange) and the most of an
+# answer read; attempts per event, the n-th failure waiting BASE x FACTOR^(n-1) seconds (at most MAX) before the next;
+# an endpoint disabled after this many failed attempts in a row. Outbound calls go to public addresses only, over
+# https only when DEBUG is off, unless WEBHOOK_ALLOW_HTTP; WEBHOOK_ALLOWED_NETWORKS (CIDRs, comma-separated) lets
+# webhooks reach non-public networks (a receiver on the operator's own LAN; tests allow 127.0.0.0/8 this way).
+WEBHOOK_MAX_ENDPOINTS_PER_USER = env.int("WEBHOOK_MAX_ENDPOINTS_PER_USER", default=10)
+WEBHOOK_TIMEOUT_SECONDS = env.int("WEBHOOK_TIMEOUT_SECONDS", default=10)
+WEBHOOK_RESPONSE_MAX_BYTES = env.int("WEBHOOK_RESPONSE_MAX_BYTES", default=4096)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
+WEBHOOK_RETRY_BASE_SECONDS = env.int("WEBHOOK_RETRY_BASE_SECONDS", default=30)
+WEBHOOK_RETRY_FACTOR = env.int("WEBHOOK_RETRY_FACTOR", default=4)
+WEBHOOK_RETRY_MAX_SECONDS = env.int("WEBHOOK_RETRY_MAX_SECONDS", default=6 * 3600)
+WEBHOOK_DISABLE_AFTER_FAILURES = env.int("WEBHOOK_DISABLE_AFTER_FAILURES", default=20)
+WEBHOOK_ALLOW_HTTP = env.bool("WEBHOOK_ALLOW_HTTP", default=DEBUG)
+WEBHOOK_ALLOWED_NETWORKS = env.list("WEBHOOK_ALLOWED_NETWORKS", default=[])
 # Request bodies over these sizes get a 413 before they are read (apps/core/uploads.py: in front of Django under
 # ASGI, and as a middleware): on the upload paths, a training file and its form around it; on every other path
 # REQUEST_BODY_MAX_BYTES (the builder's form with its 1 MB avatar, an API request).

@@ -8,6 +8,7 @@ urlpatterns = [
     path("", include("apps.core.urls")),
     path("", include("apps.catalog.urls")),
     path("", include("apps.chat.urls")),
+    path("accounts/webhooks/", include("apps.webhooks.urls")),
     path("accounts/", include("apps.accounts.urls")),
     path("models/", include("apps.registry.urls")),
     path("customize/", include("apps.tuning.urls")),

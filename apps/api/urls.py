@@ -2,6 +2,7 @@ from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from apps.api.native import account, catalog, knowledge, registry, runs, tuning
+from apps.webhooks.api import WebhookEndpointViewSet
 
 router = SimpleRouter()
 router.register("apps", catalog.AppViewSet, basename="app")
@@ -11,6 +12,7 @@ router.register("conversations", runs.ConversationViewSet, basename="conversatio
 router.register("files", tuning.FileViewSet, basename="file")
 router.register("jobs", tuning.JobViewSet, basename="job")
 router.register("models", registry.RegisteredModelViewSet, basename="model")
+router.register("webhooks", WebhookEndpointViewSet, basename="webhook")
 
 app_name = "api"
 urlpatterns = [

@@ -20,6 +20,8 @@ from apps.registry.models import ModelAlias, RegisteredModel
 from apps.registry.services import model_version_register
 from apps.tuning import services as tuning
 from apps.tuning.models import FineTuningJob, TrainingFile
+from apps.webhooks.models import WebhookEndpoint
+from apps.webhooks.services import webhook_endpoint_create
 from tests.catalog.conftest import make_app
 from tests.tuning.test_jobs import chat_lines
 
@@ -99,7 +101,9 @@ def world(store, user, other_user, tiny_hf_dir, settings, tmp_path):
     model_version_register(name=ft_name, source_dir=tiny_hf_dir, owner=user)  # v2: latest moves to it
     keys = {"owner": api_key_create(user=user, name="owner")[1], "other": api_key_create(user=other_user, name="other")[1]}
     knowledge = knowledge_file_upload(app=app, user=user, upload=SimpleUploadedFile("garden.md", b"# Roses\n\nPrune in March."))
-    return {"knowledge": knowledge.pk, "app": app, "conversation": conversation, "file": spare, "used_file": used, "job": job, "ft": ft_name, "keys": keys}
+    settings.WEBHOOK_ALLOWED_NETWORKS, settings.WEBHOOK_ALLOW_HTTP = ["127.0.0.0/8"], True
+    hook, _ = webhook_endpoint_create(owner=user, url="http://127.0.0.1:9/hook", description="Garden hook")
+    return {"hook": hook.public_id, "knowledge": knowledge.pk, "app": app, "conversation": conversation, "file": spare, "used_file": used, "job": job, "ft": ft_name, "keys": keys}
 
 
 def plan(w) -> list[Call]:
@@ -151,6 +155,13 @@ def plan(w) -> list[Call]:
         Call("GET", "/api/v1/models/{name}/aliases/", {"name": ft}),
         Call("PUT", "/api/v1/models/{name}/aliases/{alias}/", {"name": ft, "alias": "latest"}, body={"version": 1}),
         Call("GET", "/api/v1/models/{name}/alias-moves/", {"name": ft}),
+        # Webhooks
+        Call("GET", "/api/v1/webhooks/", other=None),
+        Call("POST", "/api/v1/webhooks/", body={"url": "http://127.0.0.1:9/new"}, owner=201, other=None),
+        Call("GET", "/api/v1/webhooks/{id}/", {"id": w["hook"]}),
+        Call("PATCH", "/api/v1/webhooks/{id}/", {"id": w["hook"]}, body={"description": "Renamed hook"}),
+        Call("GET", "/api/v1/webhooks/{id}/deliveries/", {"id": w["hook"]}),
+        Call("POST", "/api/v1/webhooks/{id}/rotate-secret/", {"id": w["hook"]}, body={}),
         Call("GET", "/api/v1/usage/", other=None),
         Call("GET", "/api/v1/me/", other=None),
         # /v1, OpenAI's face
@@ -177,6 +188,7 @@ def plan(w) -> list[Call]:
         Call("DELETE", "/api/v1/models/{name}/", {"name": ft}, owner=204),
         Call("DELETE", "/api/v1/apps/{slug}/knowledge/{id}/", {"slug": slug, "id": w["knowledge"]}, owner=204),
         Call("DELETE", "/api/v1/apps/{slug}/", mine, owner=204),
+        Call("DELETE", "/api/v1/webhooks/{id}/", {"id": w["hook"]}, owner=204),
     ]
 
 
@@ -202,7 +214,7 @@ def test_every_endpoint_by_nobody_another_user_and_the_owner(client, world, user
         assert response.status_code == call.other, (call.method, call.route, response.status_code, response.content[:300])
         error_of(response)
     owner_ids = {world["app"].slug, world["file"].public_id, world["used_file"].public_id, world["job"].public_id, world["ft"],
-                 str(world["conversation"].pk), f"app:{world['app'].slug}"}
+                 str(world["conversation"].pk), f"app:{world['app'].slug}", world["hook"]}
     for call in calls:
         if call.other is None and call.method == "GET":
             body = send(client, call, other_key, call.params).content.decode()
@@ -217,6 +229,7 @@ def test_every_endpoint_by_nobody_another_user_and_the_owner(client, world, user
     assert TrainingFile.objects.filter(pk=world["file"].pk).exists()
     assert ModelAlias.objects.get(registered_model__name=world["ft"], name="latest").version.number == 2
     assert not Review.objects.filter(user=other_user).exists()
+    assert WebhookEndpoint.objects.get(public_id=world["hook"]).description == "Garden hook"
     assert list(KnowledgeFile.objects.values_list("app", flat=True)) == [world["app"].pk]
 
     # The owner: each call does what it says.
@@ -230,6 +243,7 @@ def test_every_endpoint_by_nobody_another_user_and_the_owner(client, world, user
     assert not RegisteredModel.objects.filter(name=world["ft"]).exists()
     assert FineTuningJob.objects.get(pk=world["job"].pk).status == "cancelled"
     assert not Conversation.objects.filter(pk=world["conversation"].pk).exists()
+    assert not WebhookEndpoint.objects.filter(public_id=world["hook"]).exists()
 
 
 def test_a_browser_session_works_with_csrf(client, world, user):

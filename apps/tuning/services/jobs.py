@@ -25,6 +25,7 @@ from apps.tuning.services.limits import (
     training_limits,
     training_limits_check,
 )
+from apps.webhooks.services import webhook_job_event
 
 
 def finetune_job_estimate(*, owner, training_file: TrainingFile, method: str, hyperparameters: dict | None) -> dict:
@@ -135,6 +136,7 @@ def finetune_job_finish(*, job: FineTuningJob, status: str, message: str, code: 
     job.save()
     job_event_create(job=job, message=message, level=level)
     transaction.on_commit(lambda: _notify(job.pk))
+    transaction.on_commit(lambda: webhook_job_event(job=job), robust=True)  # a receiver's trouble never fails the job
     work = Path(settings.FINETUNE_WORK_ROOT) / job.public_id
     transaction.on_commit(lambda: shutil.rmtree(work, ignore_errors=True))
 
