@@ -215,6 +215,9 @@ INFERENCE_DTYPE = env.str("INFERENCE_DTYPE", default="bfloat16")
 INFERENCE_QUANTIZE = env.str("INFERENCE_QUANTIZE", default="int8")  # int8 | none
 INFERENCE_CACHE_BYTES = env.int("INFERENCE_CACHE_BYTES", default=2 * 2**30)
 INFERENCE_MAX_BATCH = env.int("INFERENCE_MAX_BATCH", default=16)
+# GGUF exports for the llama.cpp engine (apps/inference/gguf_export.py): q8_0 | q4_1 | f16. The base model imported
+# from the wheel serves its own Q4_1 file under q4_1.
+INFERENCE_GGUF_QUANT = env.str("INFERENCE_GGUF_QUANT", default="q8_0")
 # DESIGN.md's INFERENCE_URL is the same setting under another name.
 INFERENCE_REMOTE_BASE_URL = env.str(
     "INFERENCE_REMOTE_BASE_URL", default=env.str("INFERENCE_URL", default=f"http://{INFERENCE_HOST}:{INFERENCE_PORT}/v1")

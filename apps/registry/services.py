@@ -16,6 +16,7 @@ from django.db.models import Max, ProtectedError, RestrictedError
 
 from apps.core.errors import Conflict, InvalidRequest, StoreError
 from apps.registry import artifacts
+from apps.registry.exports import gguf_export_enqueue
 from apps.registry.models import (
     ModelAlias,
     ModelAliasMove,
@@ -23,7 +24,10 @@ from apps.registry.models import (
     RegisteredModel,
 )
 from apps.registry.references import DEFAULT_ALIAS
-from apps.registry.selectors import registered_model_require_owner
+from apps.registry.selectors import (
+    model_version_lineage,
+    registered_model_require_owner,
+)
 
 logger = logging.getLogger(__name__)
 STAGING_PREFIX = ".staging-"
@@ -106,6 +110,8 @@ def model_version_register(
         datasets=datasets,
         metrics=metrics,
         source=source,
+        # base -> first fine-tune -> ... -> this model: the versions its weights come from
+        lineage=[v.reference for v in model_version_lineage(version=base_version)] + [name] if base_version else None,
     )
     model_dir = _root() / model.folder
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -113,7 +119,7 @@ def model_version_register(
     try:
         _stage(source_dir, staging, move=move)
         checksums = _seal(staging, metrics=metrics, card=card)
-        return _commit(
+        version = _commit(
             model,
             staging,
             aliases=aliases,
@@ -129,6 +135,8 @@ def model_version_register(
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+    gguf_export_enqueue(version=version)
+    return version
 
 
 def _stage(source_dir: Path, staging: Path, *, move: bool) -> None:
