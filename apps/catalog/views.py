@@ -143,12 +143,19 @@ def remix(request, slug):
 
 # --- Builder ----------------------------------------------------------------------------------------------
 def _model_choices(user) -> list[tuple[str, str]]:
+    """The first choice of each model is its alias `latest` (the app follows it as it moves); its other aliases and
+    each ready version (`@v<N>`: the app stays on it) follow."""
     choices = []
-    for model in registered_model_list(user=user):
+    for model in registered_model_list(user=user).prefetch_related("versions"):
         if model.owner_id is not None and model.owner_id != user.pk:
             continue
         label = model.name if model.owner_id is None else f"{model.name} ({_('your fine-tune')})"
         choices.append((f"{model.name}@latest", label))
+        aliases = {a.name: a.version.number for a in model.aliases.all()}
+        choices += [(f"{model.name}@{name}", f"{model.name}@{name} → v{number}") for name, number in sorted(aliases.items())
+                    if name != "latest"]
+        choices += [(v.reference, v.reference) for v in sorted(model.versions.all(), key=lambda v: -v.number)
+                    if v.status == v.Status.READY]
     return choices
 
 

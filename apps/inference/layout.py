@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import re
 
+# The most adapters stacked on one full-weights model: a fine-tune of a LoRA fine-tune is an adapter on an adapter,
+# loaded by merging the chain from its root (each link costs a merge when the model loads).
+ADAPTER_CHAIN_MAX = 4
+
 
 class LayoutError(ValueError):
     pass

@@ -42,7 +42,28 @@ def load_weights(path: str | Path, *, dtype: torch.dtype = torch.float32) -> tor
 
 def load_merged(base_path: str | Path, adapter_path: str | Path, *, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     """A LoRA adapter applied to its base and merged: one plain model, decoding at full speed, saveable as is."""
-    return PeftModel.from_pretrained(load_weights(base_path, dtype=dtype), str(adapter_path)).merge_and_unload()
+    return load_chain(base_path, [adapter_path], dtype=dtype)
+
+
+def load_chain(base_path: str | Path, adapter_paths=(), *, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """Full weights with a chain of adapters merged in order (a fine-tune of a LoRA fine-tune: each adapter was
+    trained on the merge of those before it, so merging them in the same order gives the weights it was trained
+    on). No adapter: the full weights as they are."""
+    model = load_weights(base_path, dtype=dtype)
+    for adapter in adapter_paths:
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    return model
+
+
+def spec_chain(spec: ModelSpec) -> tuple[str, list[str]]:
+    """The full-weights folder at the root of a spec and the adapters to merge onto it, root first."""
+    adapters = []
+    while spec.kind == "lora":
+        if spec.base is None:
+            raise ModelUnavailable(f"{spec.key} is an adapter without a base model")
+        adapters.append(spec.path)
+        spec = spec.base
+    return spec.path, adapters[::-1]
 
 
 def adapter_tokenizer_path(base_path: str | Path, adapter_path: str | Path) -> str:
@@ -50,9 +71,10 @@ def adapter_tokenizer_path(base_path: str | Path, adapter_path: str | Path) -> s
     return str(adapter_path if (Path(adapter_path) / "tokenizer_config.json").exists() else base_path)
 
 
-def save_merged(base_path: str | Path, adapter_path: str | Path, out_dir: str | Path) -> None:
-    """Write the merged model (float32 safetensors) and its tokenizer to `out_dir`: loadable without PEFT."""
-    load_merged(base_path, adapter_path).save_pretrained(out_dir, safe_serialization=True)
+def save_merged(base_path: str | Path, adapter_path: str | Path, out_dir: str | Path, *, parents=()) -> None:
+    """Write the merged model (float32 safetensors) and its tokenizer to `out_dir`: loadable without PEFT.
+    `parents`: adapters merged onto the base before this one (a fine-tune of a LoRA fine-tune)."""
+    load_chain(base_path, [*parents, adapter_path]).save_pretrained(out_dir, safe_serialization=True)
     AutoTokenizer.from_pretrained(adapter_tokenizer_path(base_path, adapter_path)).save_pretrained(out_dir)
 
 
@@ -65,7 +87,8 @@ def load_model(spec: ModelSpec, *, dtype: torch.dtype, device: str, quantize: st
         if spec.kind == "lora":
             if spec.base is None:
                 raise ModelUnavailable(f"{spec.key} is an adapter without a base model")
-            model = load_merged(spec.base.path, spec.path, dtype=dtype)
+            root, adapters = spec_chain(spec)
+            model = load_chain(root, adapters, dtype=dtype)
             tok_path = adapter_tokenizer_path(spec.base.path, spec.path)
         else:
             model = load_weights(spec.path, dtype=dtype)

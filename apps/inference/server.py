@@ -16,7 +16,8 @@ owns every loaded model: the web tier, on the remote engine, generates through i
 - `model` is a registry reference `<id>@v<N>` (or `<id>` alone: its highest version), found on disk as
   `MODELS_REGISTRY_ROOT/<folder_for_model_id(id)>/<N>`; the folder must resolve inside the root (a symlink out is
   refused). An adapter folder (`adapter_config.json`) names its base in `base_model_name_or_path` by registry
-  id or reference, resolved the same way.
+  id or reference, resolved the same way; that base may be an adapter too (a fine-tune of a LoRA fine-tune), up to
+  ADAPTER_CHAIN_MAX links, and the chain is merged from its root.
 - Admission: each model takes `INFERENCE_MAX_BATCH` sequences at once and `INFERENCE_QUEUE_LIMIT` more waiting (a
   beam search counts `num_beams`); past that, 503 `engine_overloaded` with `Retry-After` (scheduler.py).
 - Errors in OpenAI's shape `{"error": {"message", "type", "param", "code"}}`; one log line per request.
@@ -53,7 +54,7 @@ from apps.core.errors import (
     error_body,
     error_body_for,
 )
-from apps.inference.layout import LayoutError, folder_for_model_id
+from apps.inference.layout import ADAPTER_CHAIN_MAX, LayoutError, folder_for_model_id
 from apps.inference.local import LocalEngine
 from apps.inference.token import shared_token
 from apps.inference.types import (
@@ -80,9 +81,14 @@ class RegistryFolders:
         self.root = Path(root).resolve()
 
     def spec(self, reference: str) -> ModelSpec:
-        spec = self._version(reference, param="model")
+        return self._spec(self._version(reference, param="model"), links=0)
+
+    def _spec(self, spec: ModelSpec, *, links: int) -> ModelSpec:
+        """An adapter with its base, itself an adapter for a fine-tune of a LoRA fine-tune (up to ADAPTER_CHAIN_MAX)."""
         if spec.kind != "lora":
             return spec
+        if links >= ADAPTER_CHAIN_MAX:
+            raise ModelUnavailable(f"{spec.key} sits on more than {ADAPTER_CHAIN_MAX} adapters: not servable.")
         try:
             config = json.loads((Path(spec.path) / "adapter_config.json").read_text())
             base_reference = config["base_model_name_or_path"]
@@ -92,9 +98,7 @@ class RegistryFolders:
             base = self._version(str(base_reference), param="model")
         except NotFound as exc:
             raise ModelUnavailable(f"{spec.key} is an adapter on {base_reference!r}, which is not in the registry.") from exc
-        if base.kind == "lora":
-            raise ModelUnavailable(f"{spec.key} is an adapter on another adapter ({base.key}): not servable.")
-        return ModelSpec(key=spec.key, path=spec.path, kind="lora", base=base)
+        return ModelSpec(key=spec.key, path=spec.path, kind="lora", base=self._spec(base, links=links + 1))
 
     def _version(self, reference: str, *, param: str) -> ModelSpec:
         match = REFERENCE.match(reference)

@@ -96,6 +96,7 @@ def render_model_card(
     metrics: dict | None = None,
     source: dict | None = None,
     license: str = "apache-2.0",
+    lineage: list[str] | None = None,
 ) -> str:
     """A Hugging Face model card: YAML header the Hub understands, then a short readable body."""
     header = {
@@ -115,6 +116,11 @@ def render_model_card(
         else "AutoModelForCausalLM.from_pretrained(folder)"
     )
     body += ["## How to load", "", "```python", loading, "```", ""]
+    if lineage and len(lineage) > 1:
+        body += ["## Lineage", "", " -> ".join(lineage), ""]
+        if kind == "lora" and len(lineage) > 2:
+            body += [("Where its base is itself a LoRA adapter, load the chain from its root, merging each adapter in "
+                      "turn (or start from the base's merged weights, a download on its version page)."), ""]
     if source:
         body += ["## Source", ""] + [f"- {k}: {v}" for k, v in sorted(source.items())] + [""]
     if metrics:

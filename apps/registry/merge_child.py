@@ -1,4 +1,5 @@
-"""One LoRA merge in a process of its own: `python -m apps.registry.merge_child BASE ADAPTER OUT [THREADS]`.
+"""One LoRA merge in a process of its own: `python -m apps.registry.merge_child BASE ADAPTER OUT [THREADS [PARENT...]]`
+(PARENT: the adapters merged onto BASE before ADAPTER, in order, for a fine-tune of a LoRA fine-tune).
 
 Started by the merged-weights build (`apps/registry/merged.py`, in a Celery task): torch, transformers and peft
 load here and leave with this process, so neither the web tier nor the long-lived worker holds them, and a merge
@@ -20,7 +21,7 @@ def main(argv: list[str]) -> None:
     threads = int(rest[0]) if rest else 0
     if threads:
         torch.set_num_threads(threads)
-    save_merged(base, adapter, out)
+    save_merged(base, adapter, out, parents=rest[1:])
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from django.utils import timezone
 from apps.core.errors import InvalidRequest
 from apps.registry import artifacts
 from apps.registry.models import MergedWeights, ModelVersion
+from apps.registry.selectors import model_version_weights_chain
 from apps.registry.services import STAGING_PREFIX
 
 logger = logging.getLogger(__name__)
@@ -113,7 +114,10 @@ def merged_weights_build(*, merged_id: int) -> None:
     ).get(pk=merged_id)
     staging = merged.path.parent.parent / f"{STAGING_PREFIX}merged-{uuid.uuid4().hex}"
     try:
-        merge_in_child(merged.version.base_version.path, merged.version.path, staging)
+        # A fine-tune of a LoRA fine-tune: its parents' adapters are merged onto the root first, in order.
+        root, adapters = model_version_weights_chain(version=merged.version)
+        parents = {"parents": [a.path for a in adapters[:-1]]} if len(adapters) > 1 else {}
+        merge_in_child(root.path, merged.version.path, staging, **parents)
         checksums = _seal(staging, version=merged.version)
         _put_in_place(merged, staging, started=started, checksums=checksums)
     except Exception as exc:  # noqa: BLE001 - whatever went wrong, the row says so and nothing is left behind
@@ -127,10 +131,11 @@ def merged_weights_build(*, merged_id: int) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def merge_in_child(base: Path, adapter: Path, out: Path) -> None:
-    """Merge in a child process (no torch in this one); MergeFailed with the end of its stderr when it fails."""
+def merge_in_child(base: Path, adapter: Path, out: Path, *, parents: list[Path] = ()) -> None:
+    """Merge in a child process (no torch in this one); MergeFailed with the end of its stderr when it fails.
+    `parents`: adapters merged onto `base` before `adapter` (the chain of a fine-tune of a LoRA fine-tune)."""
     command = [sys.executable, "-m", "apps.registry.merge_child", str(base), str(adapter), str(out),
-               str(settings.TORCH_NUM_THREADS)]
+               str(settings.TORCH_NUM_THREADS), *map(str, parents)]
     try:
         done = subprocess.run(command, cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=MERGE_TIMEOUT_S)
     except subprocess.TimeoutExpired as exc:

@@ -100,6 +100,25 @@ def model_version_resolve(*, reference: str, user, check_access: bool = True) ->
     return version
 
 
+def model_version_lineage(*, version: ModelVersion) -> list[ModelVersion]:
+    """The versions a version was trained from, root (a base model) first, ending with the version itself:
+    base -> first fine-tune -> ... -> this one."""
+    chain = [version]
+    while chain[-1].base_version_id is not None and len(chain) < 64:  # 64: a guard, never a real depth
+        chain.append(ModelVersion.objects.select_related("registered_model").get(pk=chain[-1].base_version_id))
+    return chain[::-1]
+
+
+def model_version_weights_chain(*, version: ModelVersion) -> tuple[ModelVersion, list[ModelVersion]]:
+    """How a version's weights are made: the full-weights version at the root and the LoRA adapters merged onto it
+    in order (none for full weights; one for a LoRA fine-tune; more for a LoRA fine-tune of a LoRA fine-tune)."""
+    adapters = []
+    while version.kind == ModelVersion.Kind.LORA and version.base_version_id is not None:
+        adapters.append(version)
+        version = ModelVersion.objects.select_related("registered_model").get(pk=version.base_version_id)
+    return version, adapters[::-1]
+
+
 def model_version_path(*, reference: str, user, check_access: bool = True) -> Path:
     """The loadable folder of a reference (what `from_pretrained` takes)."""
     return model_version_resolve(reference=reference, user=user, check_access=check_access).path

@@ -7,6 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.core.errors import Forbidden, NotFound, StoreError
@@ -22,9 +23,12 @@ from apps.registry.selectors import (
     access_model_version,
     access_registered_model,
     access_registered_model_owned,
+    model_version_lineage,
+    model_version_numbered,
     registered_model_list,
 )
-from apps.registry.services import registered_model_delete_owned
+from apps.registry.references import DEFAULT_ALIAS
+from apps.registry.services import model_alias_move, registered_model_delete_owned
 
 
 def _access_errors_as_pages(view):
@@ -51,7 +55,10 @@ def model_list(request):
 @_access_errors_as_pages
 def model_detail(request, name):
     model = access_registered_model(user=request.user, name=name)
-    versions = model.versions.select_related("base_version__registered_model").prefetch_related("aliases")
+    versions = list(model.versions.select_related("base_version__registered_model").prefetch_related("aliases"))
+    for v in versions:  # base -> first fine-tune -> ... : the versions each one's weights come from
+        v.lineage = model_version_lineage(version=v)[:-1]
+        v.is_latest = any(a.name == DEFAULT_ALIAS for a in v.aliases.all())
     moves = model.alias_moves.select_related("from_version", "to_version", "moved_by")[:20]
     return render(request, "registry/model_detail.html", {"model": model, "versions": versions, "moves": moves})
 
@@ -67,6 +74,7 @@ def version_detail(request, name, number):
         request,
         "registry/version_detail.html",
         {"model": version.registered_model, "version": version, "card_header": card_header, "card_body": card_body,
+         "lineage": model_version_lineage(version=version)[:-1],
          "merged": merged_weights_of(version=version) if version.kind == version.Kind.LORA else None},
     )
 
@@ -97,6 +105,22 @@ def version_download(request, name, number):
                       status=202 if building else 503)
     response["Retry-After"] = str(retry_after)
     return response
+
+
+@login_required
+@require_POST
+@_access_errors_as_pages
+def version_make_latest(request, name, number):
+    """The owner points `latest` at a version (a rollback is one such move): apps pinned to latest follow it."""
+    model = access_registered_model_owned(user=request.user, name=name)
+    try:
+        version = model_version_numbered(registered_model=model, number=number, ready_only=True)
+        model_alias_move(version=version, alias=DEFAULT_ALIAS, moved_by=request.user)
+    except StoreError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, _("latest now points at v%(number)s.") % {"number": number})
+    return redirect(model.get_absolute_url())
 
 
 @login_required
