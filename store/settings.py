@@ -299,6 +299,9 @@ TRAINING_FILE_MAX_BYTES = env.int("TRAINING_FILE_MAX_BYTES", default=50 * 2**20)
 # Per-user quotas: stored training files (bytes) and jobs queued or running at once.
 QUOTA_FILE_BYTES = env.int("QUOTA_FILE_BYTES", default=500 * 2**20)
 QUOTA_ACTIVE_JOBS = env.int("QUOTA_ACTIVE_JOBS", default=2)
+# Kept checkpoints (the models of each job's last three epochs) a user may store, in bytes: once over it, a new job
+# is refused until some are deleted (a full fine-tune's three checkpoints of the base model take about 1.6 GB).
+QUOTA_CHECKPOINT_BYTES = env.int("QUOTA_CHECKPOINT_BYTES", default=2 * 2**30)
 # Bounded training, checked before a job is queued (page, /api/v1 and /v1 alike): a job trains on at most
 # FINETUNE_MAX_TRAINING_TOKENS (the file's tokens x epochs) and for at most FINETUNE_MAX_WALL_SECONDS of training over
 # all its attempts (then it stops after the current step and fails with `time_limit_exceeded`); a user trains on at

@@ -16,6 +16,7 @@ from apps.tuning.selectors import (
     access_job,
     access_training_file,
     finetune_job_list,
+    job_checkpoint_list,
     training_file_list,
 )
 
@@ -51,10 +52,10 @@ def job_object(job: FineTuningJob) -> dict:
     }
 
 
-def _page(request, queryset, to_object, *, find=None):
+def _page(request, queryset, to_object, *, find=None, default_limit: int = 20):
     """OpenAI's cursor pagination: newest first, `after` an id (found by `find`), `limit` up to 100."""
     try:
-        limit = max(1, min(100, int(request.query_params.get("limit", 20))))
+        limit = max(1, min(100, int(request.query_params.get("limit", default_limit))))
     except ValueError as exc:
         raise InvalidRequest("limit must be a number.", param="limit") from exc
     after = request.query_params.get("after")
@@ -134,6 +135,9 @@ class JobCreateSerializer(serializers.Serializer):
     suffix = serializers.CharField(max_length=40, required=False, allow_blank=True, allow_null=True)
     seed = serializers.IntegerField(required=False, allow_null=True)
     method = serializers.DictField(required=False, allow_null=True)
+    # Beside OpenAI's fields (the `openai` client sends it with `extra_body`): the result becomes the next version of
+    # this model of the caller's, instead of a model of its own.
+    register_as = serializers.CharField(max_length=255, required=False, allow_null=True, allow_blank=True)
 
 
 class JobListView(OpenAIView):
@@ -158,6 +162,7 @@ class JobListView(OpenAIView):
         job = services.finetune_job_create(
             owner=request.user, training_file=training, validation_file=validation, model=data["model"], method=kind,
             hyperparameters=hyper, suffix=data.get("suffix") or "", seed=data.get("seed"),
+            register_as=data.get("register_as") or None,
         )
         return Response(job_object(job))
 
@@ -184,12 +189,18 @@ class JobEventsView(OpenAIView):
 
 
 def checkpoint_object(c: JobCheckpoint) -> dict:
+    # `fine_tuned_model_checkpoint` is the checkpoint's model id (`ft:...:ckpt-step-<N>`): /v1/chat/completions takes it.
     return {"object": "fine_tuning.job.checkpoint", "id": f"ftckpt-{c.pk:x}", "created_at": _ts(c.created_at),
-            "fine_tuned_model_checkpoint": f"{c.job.public_id}:ckpt-step-{c.step}", "step_number": c.step,
+            "fine_tuned_model_checkpoint": c.model_version.registered_model.name, "step_number": c.step,
             "metrics": {"step": c.step, **c.metrics}, "fine_tuning_job_id": c.job.public_id}
 
 
 class JobCheckpointsView(OpenAIView):
     def get(self, request, job_id):
-        checkpoints = JobCheckpoint.objects.filter(job=_job(request, job_id)).select_related("job")
-        return _page(request, checkpoints, checkpoint_object, find=_by_hex_id(checkpoints, "ftckpt"))
+        """The job's kept checkpoints (the models of its last three epochs), once registered: OpenAI's list, newest
+        first, 10 a page by default, with `first_id` and `last_id`."""
+        checkpoints = job_checkpoint_list(job=_job(request, job_id))
+        page = _page(request, checkpoints, checkpoint_object, find=_by_hex_id(checkpoints, "ftckpt"), default_limit=10)
+        data = page.data["data"]
+        page.data.update(first_id=data[0]["id"] if data else None, last_id=data[-1]["id"] if data else None)
+        return page

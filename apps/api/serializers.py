@@ -21,8 +21,15 @@ from apps.registry.models import (
     ModelVersion,
     RegisteredModel,
 )
+from apps.registry.selectors import model_version_lineage
 from apps.tuning.hyperparameters import HYPERPARAMETERS_HELP
-from apps.tuning.models import FineTuningJob, JobEvent, JobMetric, TrainingFile
+from apps.tuning.models import (
+    FineTuningJob,
+    JobCheckpoint,
+    JobEvent,
+    JobMetric,
+    TrainingFile,
+)
 
 # --- Catalog ------------------------------------------------------------------------------------------------
 _DATETIME = serializers.DateTimeField()  # DRF's own formatting (ISO 8601 in the current time zone), unbound
@@ -266,6 +273,11 @@ class JobSerializer(serializers.ModelSerializer):
     fine_tuned_model = serializers.CharField(allow_null=True)
     progress = serializers.FloatField()
     error = serializers.SerializerMethodField()
+    register_as = serializers.SlugRelatedField(
+        slug_field="name", read_only=True, allow_null=True,
+        help_text="The model whose next version the result becomes (null: a model of its own).")
+    result_version = serializers.CharField(source="result_version.reference", read_only=True, allow_null=True, default=None,
+                                           help_text="The exact version the job registered, `<id>@v<N>`.")
 
     class Meta:
         model = FineTuningJob
@@ -273,7 +285,7 @@ class JobSerializer(serializers.ModelSerializer):
             "id", "status", "model", "method", "training_file", "validation_file", "hyperparameters", "suffix", "seed",
             "estimate", "step", "total_steps", "progress", "trained_tokens", "last_checkpoint_step", "val_loss_before",
             "val_loss_after", "attempts", "cancel_requested", "fine_tuned_model", "error", "created_at", "started_at",
-            "finished_at",
+            "finished_at", "register_as", "result_version",
         ]
 
     @extend_schema_field({"type": "object", "nullable": True,
@@ -296,12 +308,25 @@ class JobInputSerializer(serializers.Serializer):
     hyperparameters = serializers.DictField(required=False, help_text=HYPERPARAMETERS_HELP)
     suffix = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
     seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**31 - 1)
+    register_as = serializers.CharField(
+        max_length=255, required=False, allow_null=True, allow_blank=True,
+        help_text="One of your models: the result becomes its next version (and `latest` moves to it) instead of a "
+                  "model of its own.")
 
 
 class JobEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = JobEvent
         fields = ["id", "level", "message", "data", "created_at"]
+
+
+class JobCheckpointSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="model_version.registered_model.name",
+                                  help_text="The checkpoint's model id (`ft:...:ckpt-step-<N>`): callable like any model.")
+
+    class Meta:
+        model = JobCheckpoint
+        fields = ["step", "epoch", "model", "metrics", "created_at"]
 
 
 class JobMetricSerializer(serializers.ModelSerializer):
@@ -329,16 +354,21 @@ class ModelVersionSerializer(serializers.ModelSerializer):
     model = serializers.CharField(source="registered_model.name")
     reference = serializers.CharField()
     base = serializers.SerializerMethodField(help_text="Lineage: the version this one was trained from.")
+    lineage = serializers.SerializerMethodField(
+        help_text="The whole chain, root first: base -> first fine-tune -> ... -> this version.")
     aliases = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
 
     class Meta:
         model = ModelVersion
-        fields = ["model", "number", "reference", "status", "kind", "base", "aliases", "size_bytes", "checksums", "metrics",
-                  "source", "created_by_job", "created_at"]
+        fields = ["model", "number", "reference", "status", "kind", "base", "lineage", "aliases", "size_bytes", "checksums",
+                  "metrics", "source", "created_by_job", "created_at"]
 
     @extend_schema_field({"type": "string", "nullable": True})
     def get_base(self, version):
         return version.base_version.reference if version.base_version_id else None
+
+    def get_lineage(self, version) -> list[str]:
+        return [v.reference for v in model_version_lineage(version=version)]
 
 
 class ModelAliasSerializer(serializers.ModelSerializer):

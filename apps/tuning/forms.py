@@ -23,9 +23,14 @@ class JobForm(forms.Form):
     method = forms.ChoiceField(label=_("Method"), choices=FineTuningJob.Method.choices, initial="lora")
     suffix = forms.SlugField(label=_("Suffix (part of the model's name)"), required=False, max_length=40)
     seed = forms.IntegerField(label=_("Seed"), required=False, initial=42)
-    field_order = ["training_file", "validation_file", "model", "method", *PAGE_NAMES, "suffix", "seed"]
+    register_as = forms.ChoiceField(
+        label=_("Register the result as"), required=False,
+        help_text=_("The next version of one of your models moves its alias latest to the new version; apps pinned "
+                    "to latest follow it, apps pinned to a version stay."),
+    )
+    field_order = ["training_file", "validation_file", "model", "method", *PAGE_NAMES, "suffix", "register_as", "seed"]
 
-    def __init__(self, *args, user, model_choices, **kwargs):
+    def __init__(self, *args, user, model_choices, register_choices=(("", "-"),), **kwargs):
         super().__init__(*args, **kwargs)
         for h in HYPERPARAMETERS:
             if h.on_page:
@@ -37,6 +42,7 @@ class JobForm(forms.Form):
         self.fields["training_file"].choices = files
         self.fields["validation_file"].choices = [("", _("none"))] + files
         self.fields["model"].choices = model_choices
+        self.fields["register_as"].choices = register_choices
 
     def hyperparameters(self) -> dict:
         d = self.cleaned_data

@@ -174,12 +174,20 @@ class JobMetric(models.Model):
 
 
 class JobCheckpoint(models.Model):
-    """A checkpoint the trainer saved (weights or adapter, optimizer, scheduler, RNG, step): a job resumes from
-    its last one. /v1 lists them as OpenAI's fine-tuning checkpoints."""
+    """A kept checkpoint (OpenAI's): the model at the end of one of the job's last three epochs. Written by the
+    trainer's reporter as the epoch ends; registered as a model of its own (`<job's model id>:ckpt-step-<N>`) when
+    the job succeeds, and listed by /v1 from then on. (The resume checkpoints, every FINETUNE_CHECKPOINT_STEPS, are
+    the trainer's own: the job's `last_checkpoint_step` and its events say where it would resume.)"""
 
     job = models.ForeignKey(FineTuningJob, on_delete=models.CASCADE, related_name="checkpoints")
     step = models.PositiveIntegerField()
-    metrics = models.JSONField(default=dict, blank=True)  # at that step: train_loss, and valid_loss with a validation file
+    epoch = models.PositiveIntegerField(default=0)
+    # OpenAI's names at that step: train_loss, train_mean_token_accuracy, valid_loss, full_valid_loss, ...
+    metrics = models.JSONField(default=dict, blank=True)
+    # The checkpoint's model, once registered; deleting that model removes the row.
+    model_version = models.OneToOneField(
+        "registry.ModelVersion", null=True, blank=True, on_delete=models.CASCADE, related_name="job_checkpoint"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

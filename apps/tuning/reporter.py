@@ -52,15 +52,17 @@ class JobReporter:
         with transaction.atomic():
             if not self._job().update(last_checkpoint_step=step):
                 return
-            # The losses logged at this step (training, then validation when the job has a validation file).
-            at_step = JobMetric.objects.filter(job_id=self.job_id, step=step).order_by("id")
-            train = at_step.filter(train_loss__isnull=False).last()
-            valid = at_step.filter(val_loss__isnull=False).last()
-            metrics = {"train_loss": train.train_loss if train else None}
-            if valid is not None:
-                metrics["valid_loss"] = valid.val_loss
-            JobCheckpoint.objects.update_or_create(job_id=self.job_id, step=step, defaults={"metrics": metrics})
             JobEvent.objects.create(job_id=self.job_id, message=f"Checkpoint saved at step {step}.", data={"step": step})
+
+    def on_kept_checkpoint(self, *, step, epoch, metrics, kept_steps):
+        """An epoch's model is kept (with OpenAI's metrics at its step); rows of epochs no longer kept go."""
+        with transaction.atomic():
+            if not self._job().select_for_update().exists():  # not its lease (any more): nothing written
+                return
+            JobCheckpoint.objects.update_or_create(job_id=self.job_id, step=step, defaults={"epoch": epoch, "metrics": metrics})
+            JobCheckpoint.objects.filter(job_id=self.job_id, model_version__isnull=True).exclude(step__in=kept_steps).delete()
+            JobEvent.objects.create(job_id=self.job_id, message=f"Kept the model of epoch {epoch} (step {step}).",
+                                    data={"step": step, "epoch": epoch, **metrics})
 
     def should_stop(self) -> bool:
         if self.training_seconds() >= settings.FINETUNE_MAX_WALL_SECONDS:

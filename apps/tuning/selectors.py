@@ -7,8 +7,11 @@ jobs are private, so another user's object is a 404 like a missing one, never a 
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.db.models import Sum
+
 from apps.core.errors import NotFound
-from apps.tuning.models import FineTuningJob, TrainingFile
+from apps.tuning.models import FineTuningJob, JobCheckpoint, TrainingFile
 
 
 def access_training_file(*, user, public_id: str) -> TrainingFile:
@@ -69,3 +72,22 @@ def finetune_job_state(*, job: FineTuningJob, after_metric: int = 0, after_event
         ],
         "events": [{"id": e.pk, "level": e.level, "message": e.message, "at": e.created_at.isoformat()} for e in job.events.filter(pk__gt=after_event)],
     }
+
+
+def checkpoint_storage_used(*, user) -> int:
+    """Bytes of the user's kept checkpoints (their registered versions)."""
+    kept = JobCheckpoint.objects.filter(job__owner=user, model_version__isnull=False)
+    return kept.aggregate(n=Sum("model_version__size_bytes"))["n"] or 0
+
+
+def checkpoint_storage(*, user) -> dict:
+    """What the account page shows: used, the cap, and the share used."""
+    used, cap = checkpoint_storage_used(user=user), settings.QUOTA_CHECKPOINT_BYTES
+    return {"used": used, "cap": cap, "percent": min(100, round(100 * used / cap)) if cap else 100,
+            "count": JobCheckpoint.objects.filter(job__owner=user, model_version__isnull=False).count()}
+
+
+def job_checkpoint_list(*, job: FineTuningJob):
+    """A job's kept checkpoints that can be called (registered as models)."""
+    return JobCheckpoint.objects.filter(job=job, model_version__isnull=False).select_related(
+        "job", "model_version__registered_model")

@@ -15,17 +15,28 @@ from apps.tuning.forms import JobForm, UploadForm
 from apps.tuning.hyperparameters import NAMES
 from apps.tuning.models import TrainingFile
 from apps.tuning.services.limits import duration_text
+from apps.tuning.services.versions import CHECKPOINT_MARK
 
 
 def _model_choices(user) -> list[tuple[str, str]]:
-    """The base model and the user's own full-weight fine-tunes: what a job can start from."""
+    """The store's full-weight models and the user's own fine-tunes (full or LoRA: a LoRA parent is trained on its
+    merged weights): what a job can start from."""
     choices = []
     for model in registered_model_list(user=user):
         if model.owner_id not in (None, user.pk):
             continue
-        if model.versions.filter(status=ModelVersion.Status.READY, kind=ModelVersion.Kind.FULL).exists():
+        ready = model.versions.filter(status=ModelVersion.Status.READY)
+        if model.owner_id is None:
+            ready = ready.filter(kind=ModelVersion.Kind.FULL)
+        if ready.exists():
             choices.append((model.name, model.name))
     return choices
+
+
+def _register_choices(user) -> list[tuple[str, str]]:
+    """Where a job's result goes: a model of its own, or the next version of one of the user's models."""
+    own = [m.name for m in registered_model_list(user=user) if m.owner_id == user.pk and CHECKPOINT_MARK not in m.name]
+    return [("", _("a new model of its own"))] + [(name, _("the next version of %(model)s") % {"model": name}) for name in own]
 
 
 def _page_object(access, request, public_id):
@@ -59,7 +70,8 @@ def customize(request):
     limits = services.training_limits(user=request.user)
     return render(request, "tuning/customize.html", {
         "upload_form": upload,
-        "job_form": JobForm(user=request.user, model_choices=_model_choices(request.user)),
+        "job_form": JobForm(user=request.user, model_choices=_model_choices(request.user),
+                            register_choices=_register_choices(request.user)),
         "files": selectors.training_file_list(user=request.user)[:50],
         "jobs": jobs,
         "limits": limits,
@@ -93,7 +105,8 @@ def estimate(request):
 @login_required
 @require_POST
 def job_create(request):
-    form = JobForm(request.POST, user=request.user, model_choices=_model_choices(request.user))
+    form = JobForm(request.POST, user=request.user, model_choices=_model_choices(request.user),
+                   register_choices=_register_choices(request.user))
     if not form.is_valid():
         messages.error(request, _("Check the job settings: ") + "; ".join(f"{k}: {v[0]}" for k, v in form.errors.items()))
         return redirect("tuning:customize")
@@ -104,6 +117,7 @@ def job_create(request):
         job = services.finetune_job_create(
             owner=request.user, training_file=training, validation_file=validation, model=d["model"], method=d["method"],
             hyperparameters=form.hyperparameters(), suffix=d.get("suffix") or "", seed=d.get("seed"),
+            register_as=d.get("register_as") or None,
         )
     except StoreError as exc:
         messages.error(request, exc.message)
@@ -116,7 +130,10 @@ def job_create(request):
 def job_detail(request, public_id):
     job = _page_object(selectors.access_job, request, public_id)
     services.finetune_job_notices_clear(owner=request.user, job=job)
-    return render(request, "tuning/job.html", {"job": job})
+    checkpoints = job.checkpoints.select_related("model_version__registered_model").order_by("step")
+    if job.is_finished:  # a failed or cancelled job's epochs were kept for nothing: only registered ones are shown
+        checkpoints = checkpoints.filter(model_version__isnull=False)
+    return render(request, "tuning/job.html", {"job": job, "checkpoints": checkpoints})
 
 
 @login_required

@@ -147,6 +147,7 @@ def plan(w) -> list[Call]:
         Call("GET", "/api/v1/jobs/{id}/", {"id": job}),
         Call("GET", "/api/v1/jobs/{id}/events/", {"id": job}),
         Call("GET", "/api/v1/jobs/{id}/metrics/", {"id": job}),
+        Call("GET", "/api/v1/jobs/{id}/checkpoints/", {"id": job}),
         # Registry
         Call("GET", "/api/v1/models/", other=None),
         Call("GET", "/api/v1/models/{name}/", {"name": ft}),

@@ -164,11 +164,16 @@ def test_job_requests_are_checked(client, user, tiny_version, settings, tmp_path
 
 
 @pytest.mark.django_db
-def test_checkpoints_are_rows_written_by_the_reporter_and_listed_by_v1(client, user, tiny_version, settings, tmp_path):
-    """The child's reporter records each checkpoint as a row (with the losses at its step); /v1 lists the rows."""
+def test_checkpoints_are_rows_written_by_the_reporter_and_listed_by_v1(client, user, tiny_version, tiny_hf_dir, settings,
+                                                                       tmp_path):
+    """The child's reporter records each kept checkpoint (the model at an epoch's end) as a row with OpenAI's metrics at
+    its step, and drops the rows of epochs no longer kept; /v1 lists the rows once their models are registered.
+    (The resume checkpoints move `last_checkpoint_step` only: nothing there can be called.)"""
     from django.core.files.uploadedfile import SimpleUploadedFile
 
+    from apps.registry.services import model_version_register
     from apps.tuning import services
+    from apps.tuning.models import JobCheckpoint
     from apps.tuning.reporter import JobReporter
 
     settings.MEDIA_ROOT = tmp_path / "media"
@@ -178,21 +183,33 @@ def test_checkpoints_are_rows_written_by_the_reporter_and_listed_by_v1(client, u
     job = services.finetune_job_create(owner=user, training_file=f, validation_file=f, model="smollm2-135m-instruct")
     FineTuningJob.objects.filter(pk=job.pk).update(lease_owner="token", status="running")
     reporter = JobReporter(job.pk, "token")
-    for step in (1, 2, 3, 4):
+    for step in (1, 2, 3, 4, 5, 6, 7, 8):
         reporter.on_step(step=step, total_steps=8, metrics={"loss": 3.0 - step / 4, "learning_rate": 1e-3})
         if step % 2 == 0:
-            reporter.on_step(step=step, total_steps=8, metrics={"eval_loss": 2.9 - step / 4})
             reporter.on_checkpoint(step=step, path=f"/work/checkpoint-{step}")
-    JobReporter(job.pk, "somebody else").on_checkpoint(step=6, path="/work/checkpoint-6")  # not its lease: nothing written
-    assert list(job.checkpoints.values_list("step", "metrics")) == [
-        (2, {"train_loss": 2.5, "valid_loss": 2.4}), (4, {"train_loss": 2.0, "valid_loss": 1.9})]
-    assert FineTuningJob.objects.get(pk=job.pk).last_checkpoint_step == 4
+            metrics = {"step": step, "train_loss": 3.0 - step / 4, "full_valid_loss": 2.9 - step / 4}
+            reporter.on_kept_checkpoint(step=step, epoch=step // 2, metrics=metrics,
+                                        kept_steps=[s for s in (2, 4, 6, 8) if step - 4 <= s <= step])
+    JobReporter(job.pk, "somebody else").on_kept_checkpoint(step=9, epoch=5, metrics={}, kept_steps=[9])  # not its lease
+    assert list(job.checkpoints.values_list("step", "epoch", "metrics")) == [
+        (4, 2, {"step": 4, "train_loss": 2.0, "full_valid_loss": 1.9}),
+        (6, 3, {"step": 6, "train_loss": 1.5, "full_valid_loss": 1.4}),
+        (8, 4, {"step": 8, "train_loss": 1.0, "full_valid_loss": 0.9})]  # the last three epochs
+    assert FineTuningJob.objects.get(pk=job.pk).last_checkpoint_step == 8
 
     mine = {"HTTP_AUTHORIZATION": f"Bearer {api_key_create(user=user, name='x')[1]}"}
-    page = client.get(f"/v1/fine_tuning/jobs/{job.public_id}/checkpoints", {"limit": 1}, **mine).json()
-    assert page["has_more"] and [c["step_number"] for c in page["data"]] == [4]
+    url = f"/v1/fine_tuning/jobs/{job.public_id}/checkpoints"
+    assert client.get(url, **mine).json()["data"] == []  # nothing callable before the job registers them
+    for c in JobCheckpoint.objects.filter(job=job):
+        c.model_version = model_version_register(name=f"ft:x:{user.slug}::{job.public_id}:ckpt-step-{c.step}",
+                                                 source_dir=tiny_hf_dir, owner=user)
+        c.save()
+    page = client.get(url, {"limit": 1}, **mine).json()
+    assert page["has_more"] and [c["step_number"] for c in page["data"]] == [8]
     newest = page["data"][0]
+    assert page["first_id"] == page["last_id"] == newest["id"]
     assert newest["object"] == "fine_tuning.job.checkpoint" and newest["id"].startswith("ftckpt-")
-    assert newest["metrics"] == {"step": 4, "train_loss": 2.0, "valid_loss": 1.9} and newest["fine_tuning_job_id"] == job.public_id
-    rest = client.get(f"/v1/fine_tuning/jobs/{job.public_id}/checkpoints", {"after": newest["id"]}, **mine).json()
-    assert [c["step_number"] for c in rest["data"]] == [2] and not rest["has_more"]
+    assert newest["fine_tuned_model_checkpoint"] == f"ft:x:{user.slug}::{job.public_id}:ckpt-step-8"
+    assert newest["metrics"] == {"step": 8, "train_loss": 1.0, "full_valid_loss": 0.9} and newest["fine_tuning_job_id"] == job.public_id
+    rest = client.get(url, {"after": newest["id"]}, **mine).json()
+    assert [c["step_number"] for c in rest["data"]] == [6, 4] and not rest["has_more"]

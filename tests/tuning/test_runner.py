@@ -180,4 +180,5 @@ def test_registration_copies_and_hashes_the_weights_outside_any_transaction(setu
     job.refresh_from_db()
     assert job.status == "succeeded", job.error_message
     assert job.result_version is not None and job.lease_owner == ""
-    assert in_transaction == [False]  # the registry hashed the weights with no transaction open
+    # The registry hashed the weights with no transaction open: the result's, then its one epoch's kept checkpoint.
+    assert in_transaction == [False, False]

@@ -19,6 +19,7 @@ from apps.tuning.selectors import (
     access_job,
     access_training_file,
     finetune_job_list,
+    job_checkpoint_list,
     training_file_list,
 )
 
@@ -92,6 +93,7 @@ class JobViewSet(StoreAPIMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
         job = tuning_services.finetune_job_create(
             owner=request.user, training_file=training, validation_file=validation, model=data["model"], method=data["method"],
             hyperparameters=data.get("hyperparameters"), suffix=data["suffix"], seed=data.get("seed"),
+            register_as=data.get("register_as") or None,
         )
         return Response(s.JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
@@ -110,6 +112,12 @@ class JobViewSet(StoreAPIMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     @action(detail=True, methods=["get"], serializer_class=s.JobEventSerializer)
     def events(self, request, pk):
         return self.paged(self._job(pk).events.all(), s.JobEventSerializer, ordering=("-created_at", "-id"))
+
+    @extend_schema(responses=s.JobCheckpointSerializer(many=True))
+    @action(detail=True, methods=["get"], serializer_class=s.JobCheckpointSerializer)
+    def checkpoints(self, request, pk):
+        """The job's kept checkpoints (the models of its last three epochs), each callable by its model id."""
+        return self.paged(job_checkpoint_list(job=self._job(pk)), s.JobCheckpointSerializer, ordering=("step", "id"))
 
     @extend_schema(responses=s.JobMetricSerializer(many=True))
     @action(detail=True, methods=["get"], serializer_class=s.JobMetricSerializer)

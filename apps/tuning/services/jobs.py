@@ -14,7 +14,6 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from apps.core.errors import Conflict, InvalidRequest, StoreError
-from apps.registry.models import ModelVersion
 from apps.tuning.dispatch import finetune_job_enqueue
 from apps.tuning.hyperparameters import hyperparameters_resolve, training_estimate
 from apps.tuning.models import FineTuningJob, JobEvent, TrainingFile
@@ -24,6 +23,11 @@ from apps.tuning.services.limits import (
     training_job_cap_check,
     training_limits,
     training_limits_check,
+)
+from apps.tuning.services.versions import (
+    base_version_check,
+    checkpoint_storage_check,
+    register_as_resolve,
 )
 from apps.webhooks.services import webhook_job_event
 
@@ -59,6 +63,7 @@ def _file_check(*, owner, training_file: TrainingFile, method: str, param: str) 
 def finetune_job_create(
     *, owner, training_file: TrainingFile, model: str, method: str = "lora", validation_file: TrainingFile | None = None,
     hyperparameters: dict | None = None, suffix: str = "", seed: int | None = None,
+    register_as: str | None = None,
 ) -> FineTuningJob:
     if method not in FineTuningJob.Method.values:
         raise InvalidRequest("method is lora, full or pretrain.", param="method")
@@ -66,8 +71,8 @@ def finetune_job_create(
         if f is not None:
             _file_check(owner=owner, training_file=f, method=method, param=param)
     base = base_version_resolve(reference=model, user=owner)
-    if base.kind != ModelVersion.Kind.FULL:
-        raise InvalidRequest("Fine-tuning starts from full weights: choose the base model or a full fine-tune.", param="model")
+    base_version_check(base=base, owner=owner, method=method)
+    target = register_as_resolve(owner=owner, name=register_as)  # the result: the next version of this model
     suffix = slugify(suffix or "")[:40]
     hyper = hyperparameters_resolve(method=method, examples=training_file.example_count, given=hyperparameters)
     estimate = training_estimate(method=method, hyperparameters=hyper, examples=training_file.example_count,
@@ -79,9 +84,11 @@ def finetune_job_create(
         if FineTuningJob.objects.filter(owner=owner, status__in=FineTuningJob.ACTIVE).count() >= settings.QUOTA_ACTIVE_JOBS:
             raise QuotaExceeded(f"You already have {settings.QUOTA_ACTIVE_JOBS} jobs queued or running; wait for one to finish.")
         training_budget_check(user=owner, tokens=estimate["tokens"])
+        checkpoint_storage_check(user=owner)
         job = FineTuningJob.objects.create(
             owner=owner, base_version=base, base_reference=model, training_file=training_file, validation_file=validation_file,
             method=method, hyperparameters=hyper, suffix=suffix, seed=42 if seed is None else int(seed), estimate=estimate,
+            register_as=target,
         )
         job_event_create(job=job, message=f"Created fine-tuning job {job.public_id} ({job.get_method_display()}) on {base.reference}.",
                          data=job.estimate)

@@ -45,6 +45,11 @@ from apps.tuning.services.lease import (
     lease_renew,
 )
 from apps.tuning.services.limits import duration_text
+from apps.tuning.services.versions import (
+    kept_checkpoints_register,
+    result_version_promote,
+    trainer_base,
+)
 
 logger = logging.getLogger(__name__)
 Status = FineTuningJob.Status
@@ -117,8 +122,9 @@ def _training_start(job: FineTuningJob, token: str, work: Path) -> bool:
                      data={"resumed_from_step": resumed, "attempt": job.attempts})
     hyper = job.hyperparameters
     config = {
-        "base_model": str(job.base_version.path),
+        **trainer_base(job=job),  # the base's full weights, and the adapters merged onto them for a LoRA parent
         "base_model_id": job.base_version.reference,  # `<id>@v<N>`: the exact version the adapter was trained on
+        "kept_dir": str(work / "kept"),  # the last epochs' models (OpenAI's checkpoints), kept across attempts
         "train_file": job.training_file.file.path,
         "validation_file": job.validation_file.file.path if job.validation_file else None,
         "output_dir": str(work / "output"),
@@ -183,7 +189,9 @@ def _result_register(job: FineTuningJob, token: str, result: dict) -> None:
     metrics.update(steps=result["steps"], trained_tokens=result["tokens_seen"])
     if job.val_loss_before is not None and "val_loss_before" not in metrics:
         metrics["val_loss_before"] = job.val_loss_before  # measured by an earlier attempt, before resuming
-    name = finetune_job_model_id(job=job)
+    model_id = finetune_job_model_id(job=job)
+    # The next version of the owner's model (register_as), or a model of its own.
+    name = job.register_as.name if job.register_as_id else model_id
     with lease_kept(job_id=job.pk, token=token):
         version = model_version_register(
             name=name, source_dir=Path(result["output_dir"]), kind=kind, owner=job.owner, base_version=job.base_version,
@@ -191,8 +199,10 @@ def _result_register(job: FineTuningJob, token: str, result: dict) -> None:
             datasets=[job.training_file.filename], metrics=metrics,
             source={"job": job.public_id, "method": job.method, "training_file": job.training_file.public_id,
                     "base": job.base_version.reference, "hyperparameters": json.dumps(job.hyperparameters)},
-            created_by_job=job.public_id, created_by=job.owner, move=True,
+            created_by_job=job.public_id, created_by=job.owner, move=True, aliases=(),
         )
+        promoted = result_version_promote(job=job, version=version)
+        kept_checkpoints_register(job=job, model_id=model_id, kind=kind, kept=result.get("kept_checkpoints") or [])
     with transaction.atomic():
         job = FineTuningJob.objects.select_for_update().select_related("owner").get(pk=job.pk)
         if job.lease_owner != token:
@@ -204,7 +214,12 @@ def _result_register(job: FineTuningJob, token: str, result: dict) -> None:
         job.val_loss_after = result.get("val_loss_after")
         if result.get("val_loss_before") is not None:
             job.val_loss_before = result["val_loss_before"]
-        finetune_job_finish(job=job, status=Status.SUCCEEDED, message=f"Job succeeded: {name} is ready.")
+        if job.register_as_id:
+            where = "latest points at it" if promoted else "latest stays where it was"
+            message = f"Job succeeded: {version.reference} is ready ({where})."
+        else:
+            message = f"Job succeeded: {name} is ready."
+        finetune_job_finish(job=job, status=Status.SUCCEEDED, message=message)
 
 
 def _attempt_end(job: FineTuningJob, token: str, *, returncode: int, result: dict | None, log_path: Path) -> None:

@@ -4,12 +4,21 @@ Methods: `lora` (default: a LoRA adapter on every linear layer), `full` (all wei
 pre-training on plain text, packed into full-length sequences, with a LoRA adapter so that it runs on a CPU).
 Checkpoints every `save_steps` hold the weights or adapter, optimizer, scheduler, RNG states and the step: a run
 started again with the same `work_dir` resumes from the last one instead of starting over.
+
+Kept checkpoints (OpenAI's): with `kept_dir`, the model at the end of each epoch is also exported there as a folder
+the registry takes as it is (`step-<N>/`: safetensors, configs and tokenizer, no pickle) beside its metrics
+(`step-<N>.json`), and only the last `keep_checkpoints` epochs stay. They live beside the resume checkpoints, so a
+resumed run keeps those of its earlier attempts.
+
+The base may be a LoRA fine-tune: `base_adapters` are merged onto `base_model` in order before training (a
+fine-tune of a fine-tune starts from its parent's merged weights).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,11 +28,12 @@ from typing import Literal, Protocol
 import torch
 from datasets import Dataset
 from peft import LoraConfig
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from transformers import AutoTokenizer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
+from apps.inference.loading import adapter_tokenizer_path, load_chain
 from apps.tuning.hyperparameters import (
     BASE_LEARNING_RATE,
     DEFAULT_BATCH_SIZE,
@@ -42,6 +52,9 @@ class TrainConfig:
     method: Literal["lora", "full", "pretrain"] = "lora"
     validation_file: str | None = None
     base_model_id: str | None = None  # written into the adapter's config: its base by registry reference, `<id>@v<N>`
+    base_adapters: list[str] = field(default_factory=list)  # merged onto base_model in order (a LoRA parent's chain)
+    kept_dir: str | None = None  # where the last epochs' models are kept (None: none kept)
+    keep_checkpoints: int = 3  # OpenAI keeps the checkpoints of the last three epochs
     n_epochs: int = DEFAULT_EPOCHS
     batch_size: int = DEFAULT_BATCH_SIZE
     learning_rate: float | None = None  # None: the method's base rate (apps/tuning/hyperparameters.py)
@@ -75,6 +88,7 @@ class TrainResult:
     tokens_seen: int = 0
     output_dir: str | None = None
     history: list[dict] = field(default_factory=list)
+    kept_checkpoints: list[dict] = field(default_factory=list)  # {"step", "epoch", "path", "metrics"}, oldest first
 
 
 class Reporter(Protocol):
@@ -83,6 +97,9 @@ class Reporter(Protocol):
     def on_step(self, *, step: int, total_steps: int, metrics: dict) -> None: ...
 
     def on_checkpoint(self, *, step: int, path: str) -> None: ...
+
+    # Optional: a reporter without it is not told (kept checkpoints are still written to `kept_dir`).
+    def on_kept_checkpoint(self, *, step: int, epoch: int, metrics: dict, kept_steps: list[int]) -> None: ...
 
     def should_stop(self) -> bool: ...
 
@@ -99,6 +116,9 @@ class PrintReporter:
     def on_checkpoint(self, *, step, path):
         print(f"checkpoint at step {step}: {path}")
 
+    def on_kept_checkpoint(self, *, step, epoch, metrics, kept_steps):
+        print(f"kept the model of epoch {epoch} (step {step}); kept: {kept_steps}")
+
     def should_stop(self):
         return False
 
@@ -109,6 +129,7 @@ def run_training(config: TrainConfig, reporter: Reporter | None = None) -> Train
     result = fit(trainer, bridge, resume=resume)
     if result.status == "completed":
         save(trainer, config, result)
+        result.kept_checkpoints = kept_checkpoints(config.kept_dir)
     return result
 
 
@@ -116,9 +137,10 @@ def run_training(config: TrainConfig, reporter: Reporter | None = None) -> Train
 def setup(config: TrainConfig, reporter: Reporter) -> tuple[SFTTrainer, ReporterCallback, str | None]:
     """The trainer ready to train, its bridge to the reporter, and the checkpoint to resume from (None: a fresh start)."""
     resume = last_checkpoint(config.work_dir)
-    bridge = ReporterCallback(reporter)
-    tokenizer = AutoTokenizer.from_pretrained(config.base_model)
-    model = AutoModelForCausalLM.from_pretrained(config.base_model, dtype=torch.float32, use_safetensors=True)
+    bridge = ReporterCallback(reporter, config)
+    parent = config.base_adapters[-1] if config.base_adapters else None
+    tokenizer = AutoTokenizer.from_pretrained(adapter_tokenizer_path(config.base_model, parent) if parent else config.base_model)
+    model = load_chain(config.base_model, config.base_adapters, dtype=torch.float32)
     train = _dataset(config.train_file, config.method)
     validation = _dataset(config.validation_file, config.method) if config.validation_file else None
     trainer = SFTTrainer(
@@ -185,13 +207,20 @@ def last_checkpoint(work_dir: str) -> str | None:
     return get_last_checkpoint(work_dir) if Path(work_dir).is_dir() else None
 
 
-class ReporterCallback(TrainerCallback):
-    """The bridge from the Trainer's events to a Reporter: steps with their metrics, checkpoints, stop requests."""
+# Logged metrics the reporter gets (TRL logs the mean token accuracy of each step, and of each evaluation).
+LOGGED = ("loss", "learning_rate", "eval_loss", "grad_norm", "mean_token_accuracy", "eval_mean_token_accuracy")
 
-    def __init__(self, reporter: Reporter):
-        self.reporter = reporter
+
+class ReporterCallback(TrainerCallback):
+    """The bridge from the Trainer's events to a Reporter: steps with their metrics, checkpoints, stop requests; and
+    the keeper of the last epochs' models (`config.kept_dir`)."""
+
+    def __init__(self, reporter: Reporter, config: TrainConfig | None = None):
+        self.reporter, self.config = reporter, config
         self.history: list[dict] = []
         self.started, self.tokens_at_start = time.monotonic(), 0
+        self.epoch_end_step: int | None = None  # an epoch ended at this step: its save is to be kept
+        self.saved_step = -1
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.started, self.tokens_at_start = time.monotonic(), state.num_input_tokens_seen
@@ -199,7 +228,7 @@ class ReporterCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
-        metrics = {k: float(logs[k]) for k in ("loss", "learning_rate", "eval_loss", "grad_norm") if k in logs}
+        metrics = {k: float(logs[k]) for k in LOGGED if k in logs}
         elapsed = time.monotonic() - self.started
         if elapsed > 0 and "loss" in logs:
             metrics["tokens_per_second"] = (state.num_input_tokens_seen - self.tokens_at_start) / elapsed
@@ -212,9 +241,92 @@ class ReporterCallback(TrainerCallback):
             control.should_training_stop = True
             control.should_save = False
 
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.config is None or not self.config.kept_dir:
+            return
+        if control.should_training_stop and state.global_step < state.max_steps:
+            return  # stopped (cancelled, over time): nothing to keep
+        self.epoch_end_step = state.global_step
+        evaluates = args.eval_strategy != "no"
+        evaluated = any(h["step"] == state.global_step and "eval_loss" in h for h in self.history)
+        if self.saved_step == state.global_step and (evaluated or not evaluates):  # saved (and evaluated) already
+            self._keep(Path(args.output_dir) / f"checkpoint-{state.global_step}", state)
+            return
+        control.should_save = True  # the Trainer saves next, after evaluating: on_save keeps it
+        control.should_evaluate = evaluates
+
     def on_save(self, args, state, control, **kwargs):
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        self.saved_step = state.global_step
         self.reporter.on_checkpoint(step=state.global_step, path=str(path))
+        if self.epoch_end_step == state.global_step:
+            self._keep(path, state)
+
+    def _keep(self, checkpoint: Path, state) -> None:
+        """Export the epoch's model from its checkpoint into `kept_dir`, then drop all but the last few epochs."""
+        self.epoch_end_step = None
+        step, epoch = state.global_step, round(state.epoch or 0)
+        at_step = [h for h in self.history if h["step"] == step]
+        metrics = {"step": step}
+        for name, key in (("train_loss", "loss"), ("train_mean_token_accuracy", "mean_token_accuracy"),
+                          ("full_valid_loss", "eval_loss"), ("full_valid_mean_token_accuracy", "eval_mean_token_accuracy")):
+            values = [h[key] for h in at_step if key in h]
+            if values:
+                metrics[name] = values[-1]
+        if "full_valid_loss" in metrics:  # evaluated on the whole validation file: OpenAI's valid_loss too
+            metrics["valid_loss"] = metrics["full_valid_loss"]
+        kept_steps = keep_export(checkpoint, Path(self.config.kept_dir), step=step, epoch=epoch, metrics=metrics,
+                                 base_model_id=self.config.base_model_id, keep=self.config.keep_checkpoints)
+        on_kept = getattr(self.reporter, "on_kept_checkpoint", None)
+        if on_kept is not None:
+            on_kept(step=step, epoch=epoch, metrics=metrics, kept_steps=kept_steps)
+
+
+# Files of a Trainer checkpoint that only resuming needs (pickles among them): never part of a kept model.
+RESUME_ONLY = {"trainer_state.json", "training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt"}
+
+
+def keep_export(checkpoint: Path, kept_dir: Path, *, step: int, epoch: int, metrics: dict, base_model_id: str | None,
+                keep: int) -> list[int]:
+    """Copy a checkpoint's model (safetensors, configs, tokenizer) to `kept_dir/step-<N>/` with its metrics in
+    `step-<N>.json`, then remove all but the last `keep`. Returns the kept steps, oldest first."""
+    kept_dir.mkdir(parents=True, exist_ok=True)
+    staging, final = kept_dir / f".step-{step}", kept_dir / f"step-{step}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    for f in checkpoint.iterdir():
+        if f.is_file() and f.name not in RESUME_ONLY and f.suffix not in (".pt", ".pth", ".bin"):
+            shutil.copy2(f, staging / f.name)
+    _name_adapter_base(staging, base_model_id)
+    shutil.rmtree(final, ignore_errors=True)
+    staging.rename(final)
+    (kept_dir / f"step-{step}.json").write_text(json.dumps({"step": step, "epoch": epoch, "metrics": metrics}))
+    steps = sorted(int(p.name.removeprefix("step-")) for p in kept_dir.glob("step-*") if p.is_dir())
+    for old in steps[:-keep] if keep > 0 else steps:
+        shutil.rmtree(kept_dir / f"step-{old}", ignore_errors=True)
+        (kept_dir / f"step-{old}.json").unlink(missing_ok=True)
+    return steps[-keep:] if keep > 0 else []
+
+
+def kept_checkpoints(kept_dir: str | None) -> list[dict]:
+    """The kept models of `kept_dir`, oldest first: {"step", "epoch", "path", "metrics"}."""
+    if not kept_dir or not Path(kept_dir).is_dir():
+        return []
+    found = []
+    for meta in Path(kept_dir).glob("step-*.json"):
+        folder = meta.with_suffix("")
+        if folder.is_dir():
+            found.append({**json.loads(meta.read_text()), "path": str(folder)})
+    return sorted(found, key=lambda k: k["step"])
+
+
+def _name_adapter_base(folder: Path, base_model_id: str | None) -> None:
+    """An adapter names its base by registry reference (`<id>@v<N>`), not by the path it was trained from."""
+    config_path = folder / "adapter_config.json"
+    if base_model_id and config_path.is_file():
+        adapter_config = json.loads(config_path.read_text())
+        adapter_config["base_model_name_or_path"] = base_model_id
+        config_path.write_text(json.dumps(adapter_config, indent=2))
 
 
 # --- Fit: the base model's validation loss, training (resumed or not), the tuned model's validation loss --------
@@ -254,10 +366,8 @@ def save(trainer: SFTTrainer, config: TrainConfig, result: TrainResult) -> None:
     out.mkdir(parents=True, exist_ok=True)
     trainer.model.save_pretrained(out, safe_serialization=True)
     trainer.processing_class.save_pretrained(out)
-    if config.trains_adapter and config.base_model_id:
-        adapter_config = json.loads((out / "adapter_config.json").read_text())
-        adapter_config["base_model_name_or_path"] = config.base_model_id  # its base, by registry id
-        (out / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2))
+    if config.trains_adapter:
+        _name_adapter_base(out, config.base_model_id)
     result.output_dir = str(out)
 
 

@@ -1,0 +1,136 @@
+"""Where a job's models come from and go to: its base (the store's base model, a full fine-tune, or one of the
+owner's LoRA fine-tunes: a chain of adapters), its result (a model of its own, or the next version of one of the
+owner's models: `register_as`), the alias `latest` (one gate, `result_version_promote`), and its kept checkpoints
+(models of their own, `<job's model id>:ckpt-step-<N>`, counted against QUOTA_CHECKPOINT_BYTES).
+
+Imports only the registry and the tuning models: `jobs` (job creation) and `runner` (registration) both use it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from django.conf import settings
+
+from apps.core.errors import Forbidden, InvalidRequest, NotFound, StoreError
+from apps.inference.layout import ADAPTER_CHAIN_MAX, LayoutError
+from apps.registry.models import ModelAlias, ModelVersion, RegisteredModel
+from apps.registry.references import DEFAULT_ALIAS
+from apps.registry.selectors import (
+    access_registered_model_owned,
+    model_version_weights_chain,
+)
+from apps.registry.services import model_alias_move, model_version_register
+from apps.tuning.models import FineTuningJob, JobCheckpoint, JobEvent
+from apps.tuning.selectors import checkpoint_storage_used
+
+logger = logging.getLogger(__name__)
+CHECKPOINT_MARK = ":ckpt-step-"
+
+
+class CheckpointStorageExceeded(StoreError):
+    status = 429
+    code = "checkpoint_storage_exceeded"
+
+
+# --- Before a job: its base, its target, the owner's room ---------------------------------------------------------
+def base_version_check(*, base: ModelVersion, owner, method: str) -> None:
+    """A job starts from full weights, or from one of the owner's LoRA fine-tunes (trained on its merged chain; a
+    LoRA result then stacks one more adapter, up to ADAPTER_CHAIN_MAX)."""
+    if base.kind == ModelVersion.Kind.FULL:
+        return
+    if base.registered_model.owner_id != owner.pk:
+        raise InvalidRequest("A LoRA fine-tune can be fine-tuned again by its owner only.", param="model")
+    _, adapters = model_version_weights_chain(version=base)
+    if method != FineTuningJob.Method.FULL and len(adapters) >= ADAPTER_CHAIN_MAX:
+        raise InvalidRequest(
+            f"{base.reference} already stacks {len(adapters)} LoRA adapters, the most a model may have: fine-tune it with "
+            "method full (full weights), or start from a model nearer the base.", param="model",
+        )
+
+
+def register_as_resolve(*, owner, name: str | None) -> RegisteredModel | None:
+    """The model a job's result becomes the next version of: one of the owner's own models, not a checkpoint.
+    Another user's private model is a 404 (no hint it exists); the store's models and others' public ones a 400."""
+    if not name:
+        return None
+    try:
+        model = access_registered_model_owned(user=owner, name=name)
+    except NotFound as exc:
+        raise NotFound(f"The model {name!r} does not exist.", code="model_not_found", param="register_as") from exc
+    except Forbidden as exc:
+        raise InvalidRequest(f"register_as must name one of your own models; {name!r} is not yours.",
+                             param="register_as", code="invalid_register_as") from exc
+    if CHECKPOINT_MARK in model.name:
+        raise InvalidRequest(f"{name!r} is a checkpoint: a checkpoint never gets new versions.", param="register_as",
+                             code="invalid_register_as")
+    return model
+
+
+def checkpoint_storage_check(*, user) -> None:
+    """A new job is refused while the user's kept checkpoints fill their storage (nothing is dropped silently:
+    an app may run on a checkpoint). A running job keeps its checkpoints even if they take the user over."""
+    used, cap = checkpoint_storage_used(user=user), settings.QUOTA_CHECKPOINT_BYTES
+    if used >= cap:
+        raise CheckpointStorageExceeded(
+            f"Your kept checkpoints take {used / 2**20:,.1f} MiB of your {cap / 2**20:,.1f} MiB: delete some "
+            "checkpoint models (`...:ckpt-step-N`, on their model pages or with DELETE /v1/models/{id}) before "
+            "starting another job."
+        )
+
+
+# --- The trainer's base ----------------------------------------------------------------------------------------
+def trainer_base(*, job: FineTuningJob) -> dict:
+    """The trainer's view of the job's base: the full weights at the root and the adapters merged onto them."""
+    root, adapters = model_version_weights_chain(version=job.base_version)
+    return {"base_model": str(root.path), "base_adapters": [str(a.path) for a in adapters]}
+
+
+# --- After a job: the result, `latest`, the kept checkpoints -----------------------------------------------------
+def _evaluation_gate_allows(*, job: FineTuningJob, version: ModelVersion) -> bool:
+    """THE place where the evaluation gate goes (a later issue): compare `version` with the one `latest` names on
+    held-out data and answer False when it is not better. Until then every new version passes."""
+    return True
+
+
+def result_version_promote(*, job: FineTuningJob, version: ModelVersion) -> bool:
+    """Move `latest` to a job's new version, if the evaluation gate allows (a model's first version always becomes
+    `latest`). The previous version stays one alias move away (rollback). True if `latest` moved."""
+    first = not ModelAlias.objects.filter(registered_model=version.registered_model, name=DEFAULT_ALIAS).exists()
+    if not first and not _evaluation_gate_allows(job=job, version=version):
+        return False
+    model_alias_move(version=version, alias=DEFAULT_ALIAS, moved_by=job.owner)
+    return True
+
+
+def kept_checkpoints_register(*, job: FineTuningJob, model_id: str, kind: str, kept: list[dict]) -> list[ModelVersion]:
+    """Each kept checkpoint (the trainer's `kept_checkpoints`) becomes a model of its own, `<model_id>:ckpt-step-<N>`,
+    private to the owner, with its step's metrics, linked from the job's checkpoint row."""
+    versions = []
+    for checkpoint in kept:
+        step, epoch, metrics = checkpoint["step"], checkpoint.get("epoch", 0), checkpoint.get("metrics") or {}
+        name = f"{model_id}{CHECKPOINT_MARK}{step}"
+        try:
+            version = _checkpoint_register(job=job, name=name, kind=kind, checkpoint=checkpoint)
+        except (StoreError, LayoutError, OSError) as exc:  # the job's own model is registered: a checkpoint never fails it
+            logger.exception("job %s: checkpoint at step %s was not registered", job.public_id, step)
+            JobEvent.objects.create(job=job, level=JobEvent.Level.WARN, data={"step": step},
+                                    message=f"The checkpoint at step {step} could not be kept: {exc}")
+            continue
+        JobCheckpoint.objects.update_or_create(job=job, step=step, defaults={"epoch": epoch, "metrics": metrics,
+                                                                              "model_version": version})
+        versions.append(version)
+    return versions
+
+
+def _checkpoint_register(*, job: FineTuningJob, name: str, kind: str, checkpoint: dict) -> ModelVersion:
+    step, epoch, metrics = checkpoint["step"], checkpoint.get("epoch", 0), checkpoint.get("metrics") or {}
+    return model_version_register(
+        name=name, source_dir=Path(checkpoint["path"]), kind=kind, owner=job.owner, base_version=job.base_version,
+        description=f"Checkpoint of job {job.public_id} at step {step} (end of epoch {epoch}).",
+        datasets=[job.training_file.filename], metrics=metrics,
+        source={"job": job.public_id, "checkpoint_step": step, "epoch": epoch, "base": job.base_version.reference,
+                "method": job.method},
+        created_by_job=job.public_id, created_by=job.owner, move=True,
+    )
