@@ -335,7 +335,11 @@ class VllmModels:
                     f"{spec.key} cannot be served by this vLLM server: vLLM serves the one model it was started with "
                     "and LoRA fine-tunes on it. A full fine-tune needs a vLLM server of its own.", param="model")
             return name
-        if spec.base is None or spec.base.kind == "lora" or self._served_name(spec.base, timeout=timeout) is None:
+        if spec.base is not None and spec.base.kind == "lora":
+            raise ModelNotServable(
+                f"{spec.key} is a LoRA fine-tune of another LoRA fine-tune ({spec.base.key}): vLLM applies one adapter "
+                "to the model it serves. Such a chain needs a model server of its own.", param="model")
+        if spec.base is None or self._served_name(spec.base, timeout=timeout) is None:
             base = spec.base.key if spec.base else "no base"
             logger.warning("vLLM at %s does not serve %s, the base of %s; it serves %s", self.client.base_url, base,
                            spec.key, self._served)

@@ -403,6 +403,11 @@ def test_a_full_fine_tune_or_an_adapter_on_another_base_gets_a_clear_error(vllm,
     other = adapter("ft:smollm2-135m-instruct:u:onfull:ftjob-5", full_version, user, tmp_path).reference
     with pytest.raises(ModelNotServable, match=re.escape(other) + " is a LoRA fine-tune of " + re.escape(full)):
         services.generation_run(**hello(other, user))
+    # A fine-tune of a LoRA fine-tune: vLLM applies one adapter, not a chain.
+    first = adapter("ft:smollm2-135m-instruct:u:one:ftjob-9", tiny_version, user, tmp_path)
+    second = adapter("ft:smollm2-135m-instruct:u:two:ftjob-10", first, user, tmp_path).reference
+    with pytest.raises(ModelNotServable, match=re.escape(second) + " is a LoRA fine-tune of another LoRA fine-tune"):
+        services.generation_run(**hello(second, user))
     assert vllm.load_calls == [] and vllm.generations == []
 
 
