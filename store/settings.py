@@ -211,6 +211,12 @@ INFERENCE_BACKEND = env.str("INFERENCE_BACKEND", default="remote")  # remote | l
 INFERENCE_HOST = env.str("INFERENCE_HOST", default="127.0.0.1")  # where the store's model server listens
 INFERENCE_PORT = env.int("INFERENCE_PORT", default=8001)
 INFERENCE_QUEUE_LIMIT = env.int("INFERENCE_QUEUE_LIMIT", default=32)  # waiting requests per model, then 503
+# Threads of a web process for requests' sync work (apps/core/asgi.py): a read holds one for milliseconds, a
+# non-streamed completion for its whole generation; a streamed answer's body needs none.
+WEB_THREADS = env.int("WEB_THREADS", default=32)
+# The model server's engine: `transformers` (the local engine below; needs no compiler) or `llamacpp` (llama.cpp for
+# every model it can serve, transformers for the rest, chosen per model; `make install-llamacpp` first).
+INFERENCE_ENGINE = env.str("INFERENCE_ENGINE", default="transformers")  # transformers | llamacpp
 # Local engine: weights' dtype on the CPU/GPU (bfloat16 decodes about 1.9x faster than float32 here), the memory
 # the loaded models may take together (least recently used out), and the most sequences decoded together.
 INFERENCE_DTYPE = env.str("INFERENCE_DTYPE", default="bfloat16")
