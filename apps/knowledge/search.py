@@ -73,9 +73,13 @@ class PostgresSearch(SearchBackend):
         "CREATE INDEX knowledge_chunk_search_gin ON knowledge_chunk USING gin (search_vector)",
     ]
     UNDO = ["ALTER TABLE knowledge_chunk DROP COLUMN search_vector"]
+    # ts_rank_cd's weights of the labels D, C, B, A: a word of the passage's text (B) counts twice a word of its
+    # heading (A). A heading holds the document's title in every passage of it (Markdown's heading path), so
+    # weighted higher it would rank a document's first passage over the one that answers.
+    WEIGHTS = [0.1, 0.2, 1.0, 0.5]
 
     def search(self, *, app_id, query, limit):
-        words, grams = query_words(query), list(dict.fromkeys(cjk_grams(query)))
+        words, grams = self._distinctive(app_id, query_words(query)), list(dict.fromkeys(cjk_grams(query)))
         parts, params = [], []
         if words:  # websearch_to_tsquery reads `or` between words and never fails on what a user typed
             parts.append("websearch_to_tsquery('english', %s)")
@@ -87,13 +91,37 @@ class PostgresSearch(SearchBackend):
             return []
         sql = f"""
             WITH q AS (SELECT ({' || '.join(parts)}) AS query)
-            SELECT c.id, ts_rank_cd(c.search_vector, q.query) AS score
+            SELECT c.id, ts_rank_cd(%s::float4[], c.search_vector, q.query) AS score
             FROM knowledge_chunk c JOIN knowledge_knowledgefile f ON f.id = c.file_id, q
             WHERE f.app_id = %s AND f.status = 'ready' AND c.search_vector @@ q.query
             ORDER BY score DESC, c.id LIMIT %s"""
         with connection.cursor() as cursor:
-            cursor.execute(sql, [*params, app_id, limit])
+            cursor.execute(sql, [*params, self.WEIGHTS, app_id, limit])
             return [Hit(pk, float(score)) for pk, score in cursor.fetchall()]
+
+    COMMON_SHARE = 0.5  # a word in more than this share of an app's passages tells none of them apart
+
+    def _distinctive(self, app_id: int, words: list[str]) -> list[str]:
+        """The words that are not common in this app's passages. `ts_rank_cd` weighs every matched word alike (it
+        has no inverse document frequency), so a word that most passages share (the product a manual is about)
+        would rank the passages that repeat it over the one that answers; `ts_stat` counts, per lexeme, the
+        passages that hold it. At least the rarest word is kept."""
+        if len(words) < 2:
+            return words
+        passages = f"""SELECT c.search_vector FROM knowledge_chunk c JOIN knowledge_knowledgefile f ON f.id = c.file_id
+                       WHERE f.app_id = {int(app_id)} AND f.status = 'ready'"""
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT count(*) FROM ({passages}) p")
+            total = cursor.fetchone()[0]
+            if total < 4:
+                return words
+            cursor.execute(
+                """SELECT w, coalesce(max(s.ndoc), 0) FROM unnest(%s::text[]) AS w
+                   LEFT JOIN LATERAL unnest(to_tsvector('english', w)) AS l ON true
+                   LEFT JOIN ts_stat(%s) AS s ON s.word = l.lexeme GROUP BY w""", [words, passages])
+            counts = dict(cursor.fetchall())
+        kept = [w for w in words if counts.get(w, 0) <= total * self.COMMON_SHARE]
+        return kept or [min(words, key=lambda w: counts.get(w, 0))]
 
 
 class SqliteSearch(SearchBackend):
