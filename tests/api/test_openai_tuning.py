@@ -187,14 +187,14 @@ def test_checkpoints_are_rows_written_by_the_reporter_and_listed_by_v1(client, u
         reporter.on_step(step=step, total_steps=8, metrics={"loss": 3.0 - step / 4, "learning_rate": 1e-3})
         if step % 2 == 0:
             reporter.on_checkpoint(step=step, path=f"/work/checkpoint-{step}")
-            metrics = {"step": step, "train_loss": 3.0 - step / 4, "full_valid_loss": 2.9 - step / 4}
+            metrics = {"step": step, "train_loss": 3.0 - step / 4, "full_valid_loss": 2.5 - step / 4}
             reporter.on_kept_checkpoint(step=step, epoch=step // 2, metrics=metrics,
                                         kept_steps=[s for s in (2, 4, 6, 8) if step - 4 <= s <= step])
     JobReporter(job.pk, "somebody else").on_kept_checkpoint(step=9, epoch=5, metrics={}, kept_steps=[9])  # not its lease
     assert list(job.checkpoints.values_list("step", "epoch", "metrics")) == [
-        (4, 2, {"step": 4, "train_loss": 2.0, "full_valid_loss": 1.9}),
-        (6, 3, {"step": 6, "train_loss": 1.5, "full_valid_loss": 1.4}),
-        (8, 4, {"step": 8, "train_loss": 1.0, "full_valid_loss": 0.9})]  # the last three epochs
+        (4, 2, {"step": 4, "train_loss": 2.0, "full_valid_loss": 1.5}),
+        (6, 3, {"step": 6, "train_loss": 1.5, "full_valid_loss": 1.0}),
+        (8, 4, {"step": 8, "train_loss": 1.0, "full_valid_loss": 0.5})]  # the last three epochs
     assert FineTuningJob.objects.get(pk=job.pk).last_checkpoint_step == 8
 
     mine = {"HTTP_AUTHORIZATION": f"Bearer {api_key_create(user=user, name='x')[1]}"}
@@ -210,6 +210,6 @@ def test_checkpoints_are_rows_written_by_the_reporter_and_listed_by_v1(client, u
     assert page["first_id"] == page["last_id"] == newest["id"]
     assert newest["object"] == "fine_tuning.job.checkpoint" and newest["id"].startswith("ftckpt-")
     assert newest["fine_tuned_model_checkpoint"] == f"ft:x:{user.slug}::{job.public_id}:ckpt-step-8"
-    assert newest["metrics"] == {"step": 8, "train_loss": 1.0, "full_valid_loss": 0.9} and newest["fine_tuning_job_id"] == job.public_id
+    assert newest["metrics"] == {"step": 8, "train_loss": 1.0, "full_valid_loss": 0.5} and newest["fine_tuning_job_id"] == job.public_id
     rest = client.get(url, {"after": newest["id"]}, **mine).json()
     assert [c["step_number"] for c in rest["data"]] == [6, 4] and not rest["has_more"]
