@@ -83,23 +83,44 @@ def base_model_import(
         source["distribution"] = f"{settings.BASE_MODEL_WHEEL}=={importlib.metadata.version(settings.BASE_MODEL_WHEEL)}"
     except importlib.metadata.PackageNotFoundError:
         pass
+    version = gguf_model_register(
+        gguf_path=gguf_path,
+        model_id=model_id,
+        description=BASE_MODEL_DESCRIPTION,
+        upstream=UPSTREAM_ID,
+        source={**source, "quantization_of_origin": "Q4_1"},
+        progress=report,
+    )
+    return version, True
+
+
+def gguf_model_register(
+    *,
+    gguf_path: Path,
+    model_id: str,
+    description: str,
+    upstream: str | None,
+    source: dict,
+    progress: Callable[[str], None],
+) -> ModelVersion:
+    """Convert a GGUF file (see gguf_convert) and register it as the next version of the public model `model_id`.
+    Shared by the base model's import and the staff's `import_model`."""
     root = Path(settings.MODELS_REGISTRY_ROOT)
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".import-") as tmp:
         try:
-            info = convert_gguf(gguf_path, Path(tmp) / "model", progress=report)
+            info = convert_gguf(gguf_path, Path(tmp) / "model", progress=progress)
         except GGUFError as exc:
             raise BaseModelUnavailable(f"Cannot import {gguf_path.name}: {exc}") from exc
-        report("register")
-        version = model_version_register(
+        progress("register")
+        return model_version_register(
             name=model_id,
             source_dir=Path(tmp) / "model",
             kind=ModelVersion.Kind.FULL,
             visibility=RegisteredModel.Visibility.PUBLIC,
-            description=BASE_MODEL_DESCRIPTION,
-            base_model_card_id=UPSTREAM_ID,
+            description=description,
+            base_model_card_id=upstream,
             metrics={"parameters": info["parameters"], "context_length": info["max_position_embeddings"]},
-            source={**source, "dtype": info["dtype"], "quantization_of_origin": "Q4_1"},
+            source={**source, "dtype": info["dtype"]},
             move=True,
         )
-    return version, True
