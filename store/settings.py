@@ -302,6 +302,9 @@ FINETUNE_MAX_ATTEMPTS = env.int("FINETUNE_MAX_ATTEMPTS", default=3)
 FINETUNE_CHECKPOINT_STEPS = env.int("FINETUNE_CHECKPOINT_STEPS", default=10)
 FINETUNE_WORK_ROOT = Path(env.str("FINETUNE_WORK_ROOT", default=str(DATA_DIR / "finetune")))
 TRAINING_FILE_MAX_BYTES = env.int("TRAINING_FILE_MAX_BYTES", default=50 * 2**20)
+# A job created while its files are checked waits for them; a file still `uploaded` this long after its upload lost
+# its check (the worker died): the jobs naming it fail with `file_validation_timeout` (beat's sweep).
+TRAINING_FILE_VALIDATION_TIMEOUT = env.int("TRAINING_FILE_VALIDATION_TIMEOUT", default=1800)
 # Per-user quotas: stored training files (bytes) and jobs queued or running at once.
 QUOTA_FILE_BYTES = env.int("QUOTA_FILE_BYTES", default=500 * 2**20)
 QUOTA_ACTIVE_JOBS = env.int("QUOTA_ACTIVE_JOBS", default=2)

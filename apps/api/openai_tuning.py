@@ -15,12 +15,16 @@ from apps.tuning.models import FineTuningJob, JobCheckpoint, JobEvent, TrainingF
 from apps.tuning.selectors import (
     access_job,
     access_training_file,
+    finetune_job_estimated_finish,
     finetune_job_list,
     job_checkpoint_list,
+    job_metadata_query,
     training_file_list,
 )
 
 METHOD_TYPES = {"supervised": "lora", "lora": "lora", "full": "full", "pretrain": "pretrain"}
+# The request field a job's error names (OpenAI's `error.param`).
+ERROR_PARAMS = {"invalid_training_file": "training_file", "invalid_validation_file": "validation_file"}
 
 
 def _ts(dt) -> int | None:
@@ -28,7 +32,7 @@ def _ts(dt) -> int | None:
 
 
 def file_object(f: TrainingFile) -> dict:
-    details = "; ".join(f"line {p['line']}: {p['message']}" if p.get("line") else p["message"] for p in f.problems) or None
+    details = f.problems_text() or None
     return {
         "id": f.public_id, "object": "file", "bytes": f.bytes, "created_at": _ts(f.created_at), "filename": f.filename,
         "purpose": f.purpose, "status": f.status, "status_details": details,
@@ -46,14 +50,16 @@ def job_object(job: FineTuningJob) -> dict:
         "status": job.status, "hyperparameters": openai_hyper,
         "training_file": job.training_file.public_id, "validation_file": job.validation_file.public_id if job.validation_file else None,
         "result_files": [], "trained_tokens": job.trained_tokens or None, "seed": job.seed, "user_provided_suffix": job.suffix or None,
-        "error": {"code": job.error_code, "message": job.error_message, "param": None} if job.error_code else None,
-        "estimated_finish": None, "integrations": [],
+        "error": {"code": job.error_code, "message": job.error_message, "param": ERROR_PARAMS.get(job.error_code)}
+        if job.error_code else None,
+        "estimated_finish": finetune_job_estimated_finish(job=job), "integrations": [], "metadata": job.metadata or None,
         "method": {"type": "supervised" if job.method == "lora" else job.method, "supervised": {"hyperparameters": method_hyper}},
     }
 
 
-def _page(request, queryset, to_object, *, find=None, default_limit: int = 20):
-    """OpenAI's cursor pagination: newest first, `after` an id (found by `find`), `limit` up to 100."""
+def _page(request, queryset, to_object, *, find=None, default_limit: int = 20, ascending: bool = False):
+    """OpenAI's cursor pagination: newest first (oldest with `ascending`), `after` an id (found by `find`), `limit`
+    up to 100."""
     try:
         limit = max(1, min(100, int(request.query_params.get("limit", default_limit))))
     except ValueError as exc:
@@ -63,8 +69,8 @@ def _page(request, queryset, to_object, *, find=None, default_limit: int = 20):
         anchor = (find or (lambda ref: queryset.filter(public_id=ref).first()))(after)
         if anchor is None:
             raise NotFound(f"No object {after!r} to page after.", param="after")
-        queryset = queryset.filter(pk__lt=anchor.pk)
-    items = list(queryset.order_by("-pk")[: limit + 1])
+        queryset = queryset.filter(pk__gt=anchor.pk) if ascending else queryset.filter(pk__lt=anchor.pk)
+    items = list(queryset.order_by("pk" if ascending else "-pk")[: limit + 1])
     return Response({"object": "list", "data": [to_object(x) for x in items[:limit]], "has_more": len(items) > limit})
 
 
@@ -98,7 +104,14 @@ class FileListView(OpenAIView):
     request_serializer = FileUploadSerializer
 
     def get(self, request):
-        return _page(request, training_file_list(user=request.user), file_object)
+        """OpenAI's `order` (`desc` by default) and `purpose` (every file here is `fine-tune`)."""
+        order = request.query_params.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise InvalidRequest("order is asc or desc.", param="order")
+        files = training_file_list(user=request.user)
+        if request.query_params.get("purpose") not in (None, "fine-tune"):
+            files = files.none()
+        return _page(request, files, file_object, ascending=order == "asc")
 
     def post(self, request):
         serializer = FileUploadSerializer(data=request.data)
@@ -135,6 +148,7 @@ class JobCreateSerializer(serializers.Serializer):
     suffix = serializers.CharField(max_length=40, required=False, allow_blank=True, allow_null=True)
     seed = serializers.IntegerField(required=False, allow_null=True)
     method = serializers.DictField(required=False, allow_null=True)
+    metadata = serializers.DictField(required=False, allow_null=True)
     # Beside OpenAI's fields (the `openai` client sends it with `extra_body`): the result becomes the next version of
     # this model of the caller's, instead of a model of its own.
     register_as = serializers.CharField(max_length=255, required=False, allow_null=True, allow_blank=True)
@@ -145,7 +159,8 @@ class JobListView(OpenAIView):
     request_serializer = JobCreateSerializer
 
     def get(self, request):
-        return _page(request, finetune_job_list(user=request.user), job_object)
+        """OpenAI's filter: `metadata[k]=v` (every pair must match), or `metadata=null` for jobs without metadata."""
+        return _page(request, finetune_job_list(user=request.user, **job_metadata_query(request.query_params)), job_object)
 
     def post(self, request):
         serializer = JobCreateSerializer(data=request.data)
@@ -161,7 +176,7 @@ class JobListView(OpenAIView):
         validation = _file(request, data["validation_file"]) if data.get("validation_file") else None
         job = services.finetune_job_create(
             owner=request.user, training_file=training, validation_file=validation, model=data["model"], method=kind,
-            hyperparameters=hyper, suffix=data.get("suffix") or "", seed=data.get("seed"),
+            hyperparameters=hyper, suffix=data.get("suffix") or "", seed=data.get("seed"), metadata=data.get("metadata"),
             register_as=data.get("register_as") or None,
         )
         return Response(job_object(job))

@@ -25,6 +25,7 @@ from apps.core.errors import InvalidRequest, NotFound, StoreError
 from apps.core.streaming import map_events, sse_events, sse_response, streams_async
 from apps.inference.types import GenerationResult
 from apps.registry.selectors import registered_model_get, registered_model_list
+from apps.registry.services import registered_model_delete_owned
 
 APP_PREFIX = "app:"
 
@@ -70,6 +71,18 @@ class ModelDetailView(OpenAIView):
         if model_id.startswith(APP_PREFIX):
             return Response(app_object(_app(request, model_id)))
         return Response(model_object(registered_model_get(name=model_id, user=request.user)))
+
+    def delete(self, request, model_id):
+        """Delete one of the caller's fine-tunes (OpenAI's answer); another user's or an unknown model is a 404, a
+        base model a 403, and a model that an app, a job or a fine-tune depends on a 409. Its files leave the
+        registry once the deletion is committed."""
+        if model_id.startswith(APP_PREFIX):
+            _app(request, model_id)  # a 404 for an app the caller may not use
+            raise InvalidRequest("An app is not deleted as a model: delete it in the builder or with DELETE /api/v1/apps/{slug}/.",
+                                 param="model")
+        model = registered_model_get(name=model_id, user=request.user)
+        registered_model_delete_owned(registered_model=model, user=request.user)
+        return Response({"id": model.name, "object": "model", "deleted": True})
 
 
 def _app(request, model: str):

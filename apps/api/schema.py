@@ -83,6 +83,7 @@ OPERATION_ERRORS: dict[str, set[str]] = {
     "api_v1_jobs_cancel_create": {"409"},  # the job has finished
     "v1_fine_tuning_jobs_cancel_create": {"409"},
     "api_v1_models_destroy": _OWNED | {"409"},  # an app runs on it, or models derive from it
+    "v1_models_destroy": _OWNED | {"409"},  # a base model; an app, a job or a fine-tune depends on it
     "api_v1_models_aliases_update": _OWNED | {"409"},  # the version is not ready
 }
 
@@ -162,6 +163,17 @@ def add_error_responses(result, generator, request, public):
 V1_PAGED = {"/v1/files", "/v1/fine_tuning/jobs", "/v1/fine_tuning/jobs/{job_id}/events",
             "/v1/fine_tuning/jobs/{job_id}/checkpoints"}
 V1_LISTS = V1_PAGED | {"/v1/models"}
+# OpenAI's jobs-list filter (/v1 and /api/v1): `metadata[k]=v`.
+JOB_METADATA_PARAMETER = OpenApiParameter(
+    "metadata", {"type": "object", "additionalProperties": {"type": "string"}}, style="deepObject", explode=True,
+    description="`metadata[k]=v` keeps the jobs whose metadata holds every given pair (`metadata=null`: jobs without "
+                "metadata), as OpenAI's.",
+)
+V1_LIST_FILTERS = {
+    "/v1/fine_tuning/jobs": [JOB_METADATA_PARAMETER],
+    "/v1/files": [OpenApiParameter("order", str, enum=["asc", "desc"], description="By creation: `desc` by default."),
+                  OpenApiParameter("purpose", str, description="Only files of this purpose (all are `fine-tune`).")],
+}
 
 
 class OpenAISchema(AutoSchema):
@@ -182,10 +194,11 @@ class OpenAISchema(AutoSchema):
 
     def get_override_parameters(self):
         if self.method == "GET" and self.path in V1_PAGED:
-            return [
+            page = [
                 OpenApiParameter("after", str, description="The id of the last object of the previous page."),
                 OpenApiParameter("limit", int, description="1 to 100 (20 by default)."),
             ]
+            return page + V1_LIST_FILTERS.get(self.path, [])
         return super().get_override_parameters()
 
     def get_operation_id(self):

@@ -30,6 +30,7 @@ from apps.tuning.models import (
     JobMetric,
     TrainingFile,
 )
+from apps.tuning.selectors import finetune_job_estimated_finish
 
 # --- Catalog ------------------------------------------------------------------------------------------------
 _DATETIME = serializers.DateTimeField()  # DRF's own formatting (ISO 8601 in the current time zone), unbound
@@ -273,6 +274,9 @@ class JobSerializer(serializers.ModelSerializer):
     fine_tuned_model = serializers.CharField(allow_null=True)
     progress = serializers.FloatField()
     error = serializers.SerializerMethodField()
+    estimated_finish = serializers.SerializerMethodField(
+        help_text="Unix seconds when the running job should end (from the pace of its last steps); null when unknown.")
+    metadata = serializers.DictField(child=serializers.CharField(), help_text="Up to 16 string pairs, as OpenAI's.")
     register_as = serializers.SlugRelatedField(
         slug_field="name", read_only=True, allow_null=True,
         help_text="The model whose next version the result becomes (null: a model of its own).")
@@ -285,8 +289,12 @@ class JobSerializer(serializers.ModelSerializer):
             "id", "status", "model", "method", "training_file", "validation_file", "hyperparameters", "suffix", "seed",
             "estimate", "step", "total_steps", "progress", "trained_tokens", "last_checkpoint_step", "val_loss_before",
             "val_loss_after", "attempts", "cancel_requested", "fine_tuned_model", "error", "created_at", "started_at",
-            "finished_at", "register_as", "result_version",
+            "finished_at", "estimated_finish", "metadata", "register_as", "result_version",
         ]
+
+    @extend_schema_field({"type": "integer", "nullable": True})
+    def get_estimated_finish(self, job):
+        return finetune_job_estimated_finish(job=job)
 
     @extend_schema_field({"type": "object", "nullable": True,
                           "properties": {"code": {"type": "string"}, "message": {"type": "string"}}})
@@ -308,6 +316,8 @@ class JobInputSerializer(serializers.Serializer):
     hyperparameters = serializers.DictField(required=False, help_text=HYPERPARAMETERS_HELP)
     suffix = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
     seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**31 - 1)
+    metadata = serializers.DictField(required=False, allow_null=True,
+                                     help_text="Up to 16 pairs: keys of at most 64 characters, string values of at most 512.")
     register_as = serializers.CharField(
         max_length=255, required=False, allow_null=True, allow_blank=True,
         help_text="One of your models: the result becomes its next version (and `latest` moves to it) instead of a "

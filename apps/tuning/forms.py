@@ -37,8 +37,11 @@ class JobForm(forms.Form):
                 # The spec's label is marked for translation there (gettext_noop); it is translated here.
                 self.fields[h.name] = forms.CharField(label=_(h.label), initial="auto", max_length=10)
         self.order_fields(self.field_order)
-        files = [(f.public_id, f"{f.filename} · {f.get_format_display()} · {f.example_count} examples")
-                 for f in training_file_list(user=user, status=TrainingFile.Status.PROCESSED)]
+        # A file still being checked can be chosen too: the job waits for its checks (as OpenAI's).
+        checking = _("being checked")
+        files = [(f.public_id, f"{f.filename} · {f.get_format_display()} · {f.example_count} examples"
+                  if f.status == TrainingFile.Status.PROCESSED else f"{f.filename} · {checking}")
+                 for f in training_file_list(user=user).exclude(status=TrainingFile.Status.ERROR)]
         self.fields["training_file"].choices = files
         self.fields["validation_file"].choices = [("", _("none"))] + files
         self.fields["model"].choices = model_choices

@@ -57,6 +57,13 @@ class TrainingFile(TimeStampedModel):
     def __str__(self) -> str:
         return f"{self.public_id} ({self.filename})"
 
+    def problems_text(self, limit: int | None = None) -> str:
+        """The problems, each with its line number: `line 3: not valid JSON (...); line 7: ...`."""
+        shown = self.problems[:limit] if limit else self.problems
+        text = "; ".join(f"line {p['line']}: {p['message']}" if p.get("line") else p["message"] for p in shown)
+        hidden = len(self.problems) - len(shown)
+        return f"{text}; and {hidden} more" if hidden else text
+
 
 class FineTuningJob(TimeStampedModel):
     class Status(models.TextChoices):  # OpenAI's states

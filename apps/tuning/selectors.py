@@ -7,10 +7,14 @@ jobs are private, so another user's object is a 404 like a missing one, never a 
 
 from __future__ import annotations
 
+import time
+
 from django.conf import settings
-from django.db.models import Sum
+from django.db.models import Q, Sum
+from django.db.models.fields.json import KeyTransform
 
 from apps.core.errors import NotFound
+from apps.registry.models import ModelVersion, RegisteredModel
 from apps.tuning.models import FineTuningJob, JobCheckpoint, TrainingFile
 
 
@@ -37,9 +41,25 @@ def training_file_list(*, user, status: str | None = None):
     return files.filter(status=status) if status else files
 
 
-def finetune_job_list(*, user, status: str | None = None):
+def finetune_job_list(*, user, status: str | None = None, metadata: dict[str, str] | None = None, metadata_null: bool = False):
+    """The user's jobs; `metadata` keeps those whose metadata holds every given pair (OpenAI's `metadata[k]=v`),
+    `metadata_null` those with none (OpenAI's `metadata=null`)."""
     jobs = FineTuningJob.objects.filter(owner=user).select_related("training_file", "validation_file")
-    return jobs.filter(status=status) if status else jobs
+    if status:
+        jobs = jobs.filter(status=status)
+    if metadata_null:
+        jobs = jobs.filter(metadata={})
+    for i, (key, value) in enumerate((metadata or {}).items()):
+        # KeyTransform: the key as it is (a `metadata__<key>` lookup would split a key holding `__`); compared as JSON.
+        jobs = jobs.alias(**{f"_metadata_{i}": KeyTransform(key, "metadata")}).filter(**{f"_metadata_{i}": value})
+    return jobs
+
+
+def job_metadata_query(params) -> dict:
+    """`finetune_job_list`'s metadata filter from a query string, OpenAI's form: `metadata[k]=v` (each pair), or
+    `metadata=null`."""
+    pairs = {k[len("metadata["):-1]: v for k, v in params.items() if k.startswith("metadata[") and k.endswith("]")}
+    return {"metadata": pairs, "metadata_null": params.get("metadata") == "null"}
 
 
 def finished_job_notices(*, user) -> list[tuple[str, str]]:
@@ -49,14 +69,27 @@ def finished_job_notices(*, user) -> list[tuple[str, str]]:
     return list(jobs.values_list("public_id", "status")[:3])
 
 
+def finetune_job_eta_seconds(*, job: FineTuningJob) -> int | None:
+    """Seconds until a running job ends, from the pace of its last steps; None when unknown (not running, or fewer
+    than two steps measured). The job page shows it, and /v1 adds it to now as `estimated_finish`."""
+    if job.status != FineTuningJob.Status.RUNNING:
+        return None
+    recent = list(job.metrics.filter(train_loss__isnull=False).order_by("-id")[:10])
+    if len(recent) < 2 or recent[0].step <= recent[-1].step:
+        return None
+    per_step = (recent[0].created_at - recent[-1].created_at).total_seconds() / (recent[0].step - recent[-1].step)
+    return round(per_step * max(0, job.total_steps - job.step))
+
+
+def finetune_job_estimated_finish(*, job: FineTuningJob) -> int | None:
+    """OpenAI's `estimated_finish`: Unix seconds when a running job should end; None when unknown."""
+    eta = finetune_job_eta_seconds(job=job)
+    return None if eta is None else int(time.time()) + eta
+
+
 def finetune_job_state(*, job: FineTuningJob, after_metric: int = 0, after_event: int = 0) -> dict:
     """What the job page polls: status, progress, ETA, and the metrics and events it has not seen yet."""
-    eta = None
-    if job.status == FineTuningJob.Status.RUNNING:
-        recent = list(job.metrics.filter(train_loss__isnull=False).order_by("-id")[:10])
-        if len(recent) >= 2 and recent[0].step > recent[-1].step:
-            per_step = (recent[0].created_at - recent[-1].created_at).total_seconds() / (recent[0].step - recent[-1].step)
-            eta = round(per_step * (job.total_steps - job.step))
+    eta = finetune_job_eta_seconds(job=job)
     queue_position = None
     waiting = (FineTuningJob.Status.VALIDATING_FILES, FineTuningJob.Status.QUEUED)
     if job.status in waiting:
@@ -72,6 +105,24 @@ def finetune_job_state(*, job: FineTuningJob, after_metric: int = 0, after_event
         ],
         "events": [{"id": e.pk, "level": e.level, "message": e.message, "at": e.created_at.isoformat()} for e in job.events.filter(pk__gt=after_event)],
     }
+
+
+def registered_model_deletion_refusal(registered_model: RegisteredModel) -> str | None:
+    """Why a model must stay, as customization sees it: a job still trains from it (or will register its result into
+    it), or fine-tunes are built on it or on one of its kept checkpoints (`<id>:ckpt-step-<N>`, which go with it).
+    TuningConfig.ready() registers this with the registry, which never imports customization."""
+    active = FineTuningJob.objects.filter(status__in=FineTuningJob.ACTIVE).filter(
+        Q(base_version__registered_model=registered_model) | Q(register_as=registered_model)
+    )
+    job = active.values_list("public_id", flat=True).first()
+    if job:
+        return f"The fine-tuning job {job} uses this model: cancel it or wait for it to end."
+    family = RegisteredModel.objects.filter(Q(pk=registered_model.pk) | Q(name__startswith=f"{registered_model.name}:ckpt-step-"))
+    children = ModelVersion.objects.filter(base_version__registered_model__in=family).exclude(registered_model__in=family)
+    names = sorted(set(children.values_list("registered_model__name", flat=True)[:5]))
+    if names:
+        return f"Fine-tunes are built on this model or its checkpoints ({', '.join(names)}): delete them first."
+    return None
 
 
 def checkpoint_storage_used(*, user) -> int:

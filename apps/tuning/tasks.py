@@ -15,7 +15,8 @@ logger = logging.getLogger(__name__)
 
 @shared_task(name=dispatch.VALIDATE_TRAINING_FILE)
 def validate_training_file(file_id: int) -> None:
-    services.training_file_validate(file_id=file_id)
+    """Check the file, then start the jobs that were waiting for it (or fail them if it ended in `error`)."""
+    services.finetune_jobs_start_waiting(training_file=services.training_file_validate(file_id=file_id))
 
 
 @shared_task(name=dispatch.RUN_FINETUNE_JOB, acks_late=True)

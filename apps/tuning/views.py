@@ -93,6 +93,9 @@ def estimate(request):
     public_id = request.GET.get("training_file", "")
     try:
         f = selectors.access_training_file(user=request.user, public_id=public_id) if public_id else None
+        if f is not None and f.status == TrainingFile.Status.UPLOADED:
+            raise InvalidRequest(_("The file is still being checked: the estimate appears once it is processed. You can "
+                                   "start the job now; it waits for the checks."), param="training_file")
         if f is None or f.status != TrainingFile.Status.PROCESSED:
             raise InvalidRequest(_("Choose a processed training file."), param="training_file")
         given = {k: request.GET[k] for k in NAMES if request.GET.get(k)}

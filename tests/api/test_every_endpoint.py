@@ -98,12 +98,14 @@ def world(store, user, other_user, tiny_hf_dir, settings, tmp_path):
     job = tuning.finetune_job_create(owner=user, training_file=used, model="smollm2-135m-instruct")
     ft_name = f"ft:smollm2-135m-instruct:{user.slug}::{job.public_id}"
     model_version_register(name=ft_name, source_dir=tiny_hf_dir, owner=user)
+    spare_ft = f"ft:smollm2-135m-instruct:{user.slug}:spare:{job.public_id}"
+    model_version_register(name=spare_ft, source_dir=tiny_hf_dir, owner=user)
     model_version_register(name=ft_name, source_dir=tiny_hf_dir, owner=user)  # v2: latest moves to it
     keys = {"owner": api_key_create(user=user, name="owner")[1], "other": api_key_create(user=other_user, name="other")[1]}
     knowledge = knowledge_file_upload(app=app, user=user, upload=SimpleUploadedFile("garden.md", b"# Roses\n\nPrune in March."))
     settings.WEBHOOK_ALLOWED_NETWORKS, settings.WEBHOOK_ALLOW_HTTP = ["127.0.0.0/8"], True
     hook, _ = webhook_endpoint_create(owner=user, url="http://127.0.0.1:9/hook", description="Garden hook")
-    return {"hook": hook.public_id, "knowledge": knowledge.pk, "app": app, "conversation": conversation, "file": spare, "used_file": used, "job": job, "ft": ft_name, "keys": keys}
+    return {"knowledge": knowledge.pk, "hook": hook.public_id, "app": app, "conversation": conversation, "file": spare, "used_file": used, "job": job, "ft": ft_name, "spare_ft": spare_ft, "keys": keys}
 
 
 def plan(w) -> list[Call]:
@@ -187,6 +189,7 @@ def plan(w) -> list[Call]:
         Call("DELETE", "/v1/files/{file_id}", {"file_id": f}),
         Call("DELETE", "/api/v1/files/{id}/", {"id": w["used_file"].public_id}, owner=409),  # jobs refer to it
         Call("DELETE", "/api/v1/models/{name}/", {"name": ft}, owner=204),
+        Call("DELETE", "/v1/models/{model_id}", {"model_id": w["spare_ft"]}),
         Call("DELETE", "/api/v1/apps/{slug}/knowledge/{id}/", {"slug": slug, "id": w["knowledge"]}, owner=204),
         Call("DELETE", "/api/v1/apps/{slug}/", mine, owner=204),
         Call("DELETE", "/api/v1/webhooks/{id}/", {"id": w["hook"]}, owner=204),
@@ -214,7 +217,7 @@ def test_every_endpoint_by_nobody_another_user_and_the_owner(client, world, user
         response = send(client, call, other_key, call.other_params or call.params)
         assert response.status_code == call.other, (call.method, call.route, response.status_code, response.content[:300])
         error_of(response)
-    owner_ids = {world["app"].slug, world["file"].public_id, world["used_file"].public_id, world["job"].public_id, world["ft"],
+    owner_ids = {world["app"].slug, world["file"].public_id, world["used_file"].public_id, world["job"].public_id, world["ft"], world["spare_ft"],
                  str(world["conversation"].pk), f"app:{world['app'].slug}", world["hook"]}
     for call in calls:
         if call.other is None and call.method == "GET":
@@ -230,8 +233,8 @@ def test_every_endpoint_by_nobody_another_user_and_the_owner(client, world, user
     assert TrainingFile.objects.filter(pk=world["file"].pk).exists()
     assert ModelAlias.objects.get(registered_model__name=world["ft"], name="latest").version.number == 2
     assert not Review.objects.filter(user=other_user).exists()
-    assert WebhookEndpoint.objects.get(public_id=world["hook"]).description == "Garden hook"
     assert list(KnowledgeFile.objects.values_list("app", flat=True)) == [world["app"].pk]
+    assert WebhookEndpoint.objects.get(public_id=world["hook"]).description == "Garden hook"
 
     # The owner: each call does what it says.
     owner_key = world["keys"]["owner"]
@@ -241,7 +244,7 @@ def test_every_endpoint_by_nobody_another_user_and_the_owner(client, world, user
         if response.status_code >= 400:
             error_of(response)
     assert not StoreApp.objects.filter(pk=world["app"].pk).exists()
-    assert not RegisteredModel.objects.filter(name=world["ft"]).exists()
+    assert not RegisteredModel.objects.filter(name__in=[world["ft"], world["spare_ft"]]).exists()
     assert FineTuningJob.objects.get(pk=world["job"].pk).status == "cancelled"
     assert not Conversation.objects.filter(pk=world["conversation"].pk).exists()
     assert not WebhookEndpoint.objects.filter(public_id=world["hook"]).exists()

@@ -252,12 +252,23 @@ def test_files_and_jobs(api, store, user, settings, tmp_path):
     assert b"".join(api.get(f"/api/v1/files/{f['id']}/content/").streaming_content) == chat_lines().encode()
     assert [x["id"] for x in api.get("/api/v1/files/").json()["results"]] == [f["id"]]
 
-    error_body = error(api.post("/api/v1/jobs/", {"training_file": f["id"]}), 400)  # not validated yet
-    assert error_body["code"] == "file_not_ready"
-    from apps.tuning.services import training_file_validate
+    # Accepted before its file is checked (as OpenAI's): it waits in validating_files, its `auto` not chosen yet.
+    waiting = api.post("/api/v1/jobs/", {"training_file": f["id"], "metadata": {"team": "sea"}})
+    assert waiting.status_code == 201, waiting.content
+    waiting = waiting.json()
+    assert waiting["status"] == "validating_files" and waiting["hyperparameters"]["n_epochs"] == "auto" and waiting["estimate"] == {}
+    assert waiting["metadata"] == {"team": "sea"} and waiting["estimated_finish"] is None
     from apps.tuning.models import TrainingFile
+    from apps.tuning.services import finetune_jobs_start_waiting, training_file_validate
 
-    training_file_validate(file_id=TrainingFile.objects.get(public_id=f["id"]).pk)
+    # What the validation task does: check the file, then send the jobs that waited for it.
+    checked = training_file_validate(file_id=TrainingFile.objects.get(public_id=f["id"]).pk)
+    assert finetune_jobs_start_waiting(training_file=checked) == [waiting["id"]]
+    sent = api.get(f"/api/v1/jobs/{waiting['id']}/").json()
+    assert sent["hyperparameters"]["n_epochs"] == 5 and sent["estimate"]["steps"] == 30 and sent["status"] == "validating_files"
+    assert [j["id"] for j in api.get("/api/v1/jobs/?metadata[team]=sea").json()["results"]] == [waiting["id"]]
+    assert api.get("/api/v1/jobs/?metadata[team]=land").json()["results"] == []
+    assert api.post(f"/api/v1/jobs/{waiting['id']}/cancel/").json()["status"] == "cancelled"
     assert api.get(f"/api/v1/files/{f['id']}/").json()["status"] == "processed"
     assert error(api.post("/api/v1/jobs/", {"training_file": f["id"], "method": "rlhf"}), 400)["param"] == "method"
     assert error(api.post("/api/v1/jobs/", {"training_file": f["id"], "hyperparameters": {"n_epochs": 0}}), 400)["param"] == "hyperparameters.n_epochs"

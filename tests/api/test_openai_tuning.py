@@ -2,6 +2,7 @@
 
 import io
 import json
+from contextlib import ExitStack
 
 import openai
 import pytest
@@ -23,28 +24,46 @@ def live(transactional_db, tiny_hf_dir, tmp_path, settings):
     user = UserFactory(username="ada")
     _, key = api_key_create(user=user, name="sdk")
     with store_server(log_path=tmp_path / "store.log", INFERENCE_DTYPE="float32", INFERENCE_QUANTIZE="none",
-                      TRAINING_FILE_MAX_BYTES="200000") as url, celery_worker(log_path=tmp_path / "worker.log", **WORKER_ENV):
-        yield openai.OpenAI(base_url=f"{url}/v1", api_key=key), url
+                      TRAINING_FILE_MAX_BYTES="200000") as url, ExitStack() as stack:
+
+        def start_worker():  # the worker is the test's to start: files uploaded before it stay `uploaded` until then
+            stack.enter_context(celery_worker(log_path=tmp_path / "worker.log", **WORKER_ENV))
+
+        yield openai.OpenAI(base_url=f"{url}/v1", api_key=key), url, start_worker
+
+
+BAD_LINES = chat_lines(12) + '{"messages": [{"role": "user", "content": "no answer"}]}\n{oops\n'
 
 
 def test_files_and_fine_tuning_with_the_official_client(live):
-    client, url = live
+    """Upload, then create the job at once (no wait, as OpenAI's guide does): the job waits for the file's check,
+    trains, and its model answers; a job on a file with errors fails with the file's line-numbered problems."""
+    client, url, start_worker = live
     uploaded = client.files.create(file=("pirate.jsonl", io.BytesIO(chat_lines().encode())), purpose="fine-tune")
     assert uploaded.object == "file" and uploaded.filename == "pirate.jsonl" and uploaded.bytes > 0
-    file = wait_for(lambda: (f := client.files.retrieve(uploaded.id)).status != "uploaded" and f, timeout=60, what="processed")
-    assert file.status == "processed"
-    assert [f.id for f in client.files.list()] == [uploaded.id]
-    assert client.files.content(uploaded.id).read().decode() == chat_lines()
-
+    assert uploaded.status == "uploaded"  # no worker yet: nothing has checked it
     job = client.fine_tuning.jobs.create(
-        model="smollm2-135m-instruct", training_file=uploaded.id, suffix="pirate", seed=7,
+        model="smollm2-135m-instruct", training_file=uploaded.id, suffix="pirate", seed=7, metadata={"story": "pirate"},
         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "lora_rank": 8}}},
     )
-    assert job.object == "fine_tuning.job" and job.status in ("validating_files", "queued", "running")
-    assert job.hyperparameters.n_epochs == 2 and job.seed == 7
+    assert job.object == "fine_tuning.job" and job.status == "validating_files" and job.estimated_finish is None
+    assert job.hyperparameters.n_epochs == 2 and job.seed == 7 and job.metadata == {"story": "pirate"}
+    bad = client.files.create(file=("bad.jsonl", io.BytesIO(BAD_LINES.encode())), purpose="fine-tune")
+    doomed = client.fine_tuning.jobs.create(model="smollm2-135m-instruct", training_file=bad.id)
+    assert doomed.status == "validating_files"
+
+    start_worker()
     job = wait_for(lambda: (j := client.fine_tuning.jobs.retrieve(job.id)).status in ("succeeded", "failed", "cancelled") and j,
-                   timeout=240, interval=1, what="the job")
+                   timeout=300, interval=1, what="the job")
     assert job.status == "succeeded", job.error
+    # The one worker may have trained the first job before it checked the bad file.
+    doomed = wait_for(lambda: (j := client.fine_tuning.jobs.retrieve(doomed.id)).status != "validating_files" and j,
+                      timeout=120, what="the job on the bad file")
+    assert doomed.status == "failed" and doomed.error.code == "invalid_training_file" and doomed.error.param == "training_file"
+    assert "line 13: no assistant message" in doomed.error.message and "line 14: not valid JSON" in doomed.error.message
+    assert client.files.retrieve(uploaded.id).status == "processed"
+    assert [f.id for f in client.files.list()] == [bad.id, uploaded.id]
+    assert client.files.content(uploaded.id).read().decode() == chat_lines()
     assert job.fine_tuned_model == f"ft:smollm2-135m-instruct:ada:pirate:{job.id}"
     assert job.trained_tokens > 0
 
@@ -55,7 +74,8 @@ def test_files_and_fine_tuning_with_the_official_client(live):
     assert len(first_page.data) == 2 and first_page.has_more
     checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id)
     assert [c.step_number for c in checkpoints.data] and all(c.fine_tuning_job_id == job.id for c in checkpoints.data)
-    assert [j.id for j in client.fine_tuning.jobs.list()] == [job.id]
+    assert [j.id for j in client.fine_tuning.jobs.list()] == [doomed.id, job.id]
+    assert [j.id for j in client.fine_tuning.jobs.list(metadata={"story": "pirate"})] == [job.id]
 
     assert job.fine_tuned_model in [m.id for m in client.models.list()]
     answer = client.chat.completions.create(model=job.fine_tuned_model, messages=[{"role": "user", "content": "Tell me about cats."}],
@@ -69,6 +89,10 @@ def test_files_and_fine_tuning_with_the_official_client(live):
     final = wait_for(lambda: (j := client.fine_tuning.jobs.retrieve(other.id)).status in ("cancelled", "succeeded", "failed") and j,
                      timeout=120, interval=1, what="the cancel")
     assert final.status == "cancelled" and final.fine_tuned_model is None
+    deleted = client.models.delete(job.fine_tuned_model)
+    assert deleted.id == job.fine_tuned_model and deleted.deleted is True
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve(job.fine_tuned_model)
 
     with pytest.raises(openai.APIStatusError) as err:
         client.files.create(file=("big.jsonl", io.BytesIO(b"x" * 300_000)), purpose="fine-tune")
@@ -83,9 +107,9 @@ def test_files_and_fine_tuning_with_the_official_client(live):
 
 
 def test_bad_training_file_reports_line_numbers(live):
-    client, _ = live
-    content = chat_lines(12) + '{"messages": [{"role": "user", "content": "no answer"}]}\n{oops\n'
-    uploaded = client.files.create(file=("bad.jsonl", io.BytesIO(content.encode())), purpose="fine-tune")
+    client, _, start_worker = live
+    start_worker()
+    uploaded = client.files.create(file=("bad.jsonl", io.BytesIO(BAD_LINES.encode())), purpose="fine-tune")
     file = wait_for(lambda: (f := client.files.retrieve(uploaded.id)).status != "uploaded" and f, timeout=60, what="validation")
     assert file.status == "error"
     assert "line 13: no assistant message" in file.status_details and "line 14: not valid JSON" in file.status_details
@@ -143,8 +167,10 @@ def test_job_requests_are_checked(client, user, tiny_version, settings, tmp_path
         return client.post("/v1/fine_tuning/jobs", data=json.dumps({"model": "smollm2-135m-instruct", "training_file": f.public_id, **body}),
                            content_type="application/json", **mine)
 
-    response = create()
-    assert response.status_code == 400 and response.json()["error"]["code"] == "file_not_ready"
+    waiting = create()  # the file is still being checked: accepted, as OpenAI's
+    assert waiting.status_code == 200 and waiting.json()["status"] == "validating_files"
+    assert waiting.json()["hyperparameters"] == {"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"}
+    assert client.post(f"/v1/fine_tuning/jobs/{waiting.json()['id']}/cancel", **mine).json()["status"] == "cancelled"
     f.status, f.format, f.example_count = "processed", "chat", 24
     f.save()
     assert create(method={"type": "pretrain"}).json()["error"]["message"].startswith("Continued pre-training takes a plain-text file")

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 
 from apps.api import serializers as s
 from apps.api.native.base import StoreAPIMixin
+from apps.api.schema import JOB_METADATA_PARAMETER
 from apps.core.errors import NotFound
 from apps.tuning import services as tuning_services
 from apps.tuning.models import FineTuningJob, TrainingFile
@@ -20,6 +21,7 @@ from apps.tuning.selectors import (
     access_training_file,
     finetune_job_list,
     job_checkpoint_list,
+    job_metadata_query,
     training_file_list,
 )
 
@@ -71,9 +73,10 @@ class JobViewSet(StoreAPIMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     lookup_value_regex = "ftjob-[0-9a-f]+"
 
     def get_queryset(self):
-        return finetune_job_list(user=self.request.user, status=self.request.query_params.get("status"))
+        params = self.request.query_params
+        return finetune_job_list(user=self.request.user, status=params.get("status"), **job_metadata_query(params))
 
-    @extend_schema(parameters=[OpenApiParameter("status", str, enum=FineTuningJob.Status.values)])
+    @extend_schema(parameters=[OpenApiParameter("status", str, enum=FineTuningJob.Status.values), JOB_METADATA_PARAMETER])
     def list(self, request):
         return super().list(request)
 
@@ -93,7 +96,7 @@ class JobViewSet(StoreAPIMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
         job = tuning_services.finetune_job_create(
             owner=request.user, training_file=training, validation_file=validation, model=data["model"], method=data["method"],
             hyperparameters=data.get("hyperparameters"), suffix=data["suffix"], seed=data.get("seed"),
-            register_as=data.get("register_as") or None,
+            metadata=data.get("metadata"), register_as=data.get("register_as") or None,
         )
         return Response(s.JobSerializer(job).data, status=status.HTTP_201_CREATED)
 

@@ -23,7 +23,11 @@ from apps.tuning.services.jobs import (
     finetune_job_finish,
     finetune_job_model_id,
     finetune_job_notices_clear,
+    finetune_job_start_waiting,
+    finetune_jobs_start_waiting,
     job_event_create,
+    metadata_check,
+    training_file_error,
 )
 from apps.tuning.services.lease import lease_acquire, lease_renew
 from apps.tuning.services.limits import TrainingBudgetExceeded, training_limits
@@ -33,7 +37,8 @@ from apps.tuning.services.runner import finetune_job_fail_internal, finetune_job
 __all__ = [
     "FileTooLarge", "QuotaExceeded", "base_version_resolve", "training_file_create", "training_file_delete", "training_file_validate",
     "finetune_job_cancel", "finetune_job_create", "finetune_job_dispatch", "finetune_job_estimate", "finetune_job_finish",
-    "finetune_job_model_id", "finetune_job_notices_clear", "job_event_create",
+    "finetune_job_model_id", "finetune_job_notices_clear", "finetune_job_start_waiting", "finetune_jobs_start_waiting",
+    "job_event_create", "metadata_check", "training_file_error",
     "lease_acquire", "lease_renew", "TrainingBudgetExceeded", "training_limits", "requeue_stale_jobs",
     "finetune_job_fail_internal", "finetune_job_run",
 ]

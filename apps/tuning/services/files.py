@@ -76,14 +76,17 @@ def _token_counter(version: ModelVersion):
 
 
 def training_file_validate(*, file_id: int) -> TrainingFile:
-    """Check the file against the base model's tokenizer and context; every problem keeps its line number."""
+    """Check the file against the base model's tokenizer and context; every problem keeps its line number.
+
+    A file is uploaded for either role, so it needs one example here: a training file's minimum (MIN_EXAMPLES, as
+    OpenAI's) is checked when a job names it (`training_file_problem`); a validation file has none (OpenAI's)."""
     training_file = TrainingFile.objects.get(pk=file_id)
     count, context = _token_counter(base_version_resolve())
     expected = "text" if training_file.filename.lower().endswith(".txt") else None
     try:
         report = validate_file(
             Path(training_file.file.path), expected=expected, max_bytes=settings.TRAINING_FILE_MAX_BYTES,
-            count_tokens=count, max_tokens=context,
+            min_examples=1, count_tokens=count, max_tokens=context,
         )
     except OSError as exc:
         # The worker cannot read what web stored (a storage that is not shared, a file removed): the file ends in

@@ -1,24 +1,27 @@
-"""Fine-tuning jobs: create (checked, estimated, held to the limits, queued), cancel, finish (with the owner's notice),
-events."""
+"""Fine-tuning jobs: create (checked, estimated, held to the limits, queued, or waiting for its files), start once its
+files are processed, cancel, finish (with the owner's notice), events."""
 
 from __future__ import annotations
 
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
 
 from apps.core.errors import Conflict, InvalidRequest, StoreError
 from apps.tuning.dispatch import finetune_job_enqueue
-from apps.tuning.hyperparameters import hyperparameters_resolve, training_estimate
+from apps.tuning.hyperparameters import NAMES, hyperparameters_resolve, training_estimate
 from apps.tuning.models import FineTuningJob, JobEvent, TrainingFile
 from apps.tuning.services.files import QuotaExceeded, base_version_resolve
 from apps.tuning.services.limits import (
+    duration_text,
     training_budget_check,
     training_job_cap_check,
     training_limits,
@@ -29,7 +32,11 @@ from apps.tuning.services.versions import (
     checkpoint_storage_check,
     register_as_resolve,
 )
+from apps.tuning.trainer.data import MIN_EXAMPLES
 from apps.webhooks.services import webhook_job_event
+
+# OpenAI's metadata: 16 pairs, keys up to 64 characters, values up to 512.
+METADATA_MAX_PAIRS, METADATA_MAX_KEY, METADATA_MAX_VALUE = 16, 64, 512
 
 
 def finetune_job_estimate(*, owner, training_file: TrainingFile, method: str, hyperparameters: dict | None) -> dict:
@@ -46,54 +53,165 @@ def finetune_job_estimate(*, owner, training_file: TrainingFile, method: str, hy
     return {"hyperparameters": hyper, **estimate, "limits": training_limits(user=owner), "problem": problem}
 
 
-def _file_check(*, owner, training_file: TrainingFile, method: str, param: str) -> None:
-    if training_file.owner_id != owner.pk:
-        raise InvalidRequest(f"No such file: {training_file.public_id}.", param=param, code="file_not_found")
-    if training_file.status != TrainingFile.Status.PROCESSED:
-        detail = "; ".join(f"line {p['line']}: {p['message']}" if p["line"] else p["message"] for p in training_file.problems[:3])
-        raise InvalidRequest(f"{training_file.public_id} is not ready ({training_file.status}){': ' + detail if detail else ''}.",
-                             param=param, code="file_not_ready")
-    wants_text = method == FineTuningJob.Method.PRETRAIN
-    if wants_text != (training_file.format == TrainingFile.Format.TEXT):
-        raise InvalidRequest(
-            "Continued pre-training takes a plain-text file; lora and full take chat or prompt/completion JSONL.", param=param
+def metadata_check(metadata) -> dict:
+    """OpenAI's metadata: up to 16 pairs, keys of at most 64 characters, values strings of at most 512."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise InvalidRequest("metadata must be an object of string keys and string values.", param="metadata")
+    if len(metadata) > METADATA_MAX_PAIRS:
+        raise InvalidRequest(f"metadata holds {len(metadata)} pairs; at most {METADATA_MAX_PAIRS} are allowed.", param="metadata")
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not 0 < len(key) <= METADATA_MAX_KEY:
+            raise InvalidRequest(f"metadata keys are strings of 1 to {METADATA_MAX_KEY} characters.", param="metadata")
+        if not isinstance(value, str) or len(value) > METADATA_MAX_VALUE:
+            raise InvalidRequest(f"metadata[{key!r}] must be a string of at most {METADATA_MAX_VALUE} characters.",
+                                 param="metadata")
+    return dict(metadata)
+
+
+def training_file_error(*, training_file: TrainingFile, method: str, role: str) -> StoreError | None:
+    """Why the file cannot be the job's `role` ("training" or "validation") file, as OpenAI's error
+    (`invalid_training_file` / `invalid_validation_file`, the file's problems with their line numbers); None if it can,
+    or if it is still being checked. A file whose check was lost (still `uploaded` after
+    TRAINING_FILE_VALIDATION_TIMEOUT) gets `file_validation_timeout`."""
+    f, param = training_file, f"{role}_file"
+    if f.status == TrainingFile.Status.UPLOADED:
+        timeout = settings.TRAINING_FILE_VALIDATION_TIMEOUT
+        if f.created_at > timezone.now() - timedelta(seconds=timeout):
+            return None
+        return InvalidRequest(
+            f"The {role} file {f.public_id} was not checked within {duration_text(timeout)} of its upload (the worker "
+            "checking it stopped). Upload it again, then create the job again.", param=param, code="file_validation_timeout",
         )
+    code = f"invalid_{role}_file"
+    if f.status == TrainingFile.Status.ERROR:
+        return InvalidRequest(f"The {role} file {f.public_id} has problems: {f.problems_text(limit=10)}.", param=param, code=code)
+    if (method == FineTuningJob.Method.PRETRAIN) != (f.format == TrainingFile.Format.TEXT):
+        return InvalidRequest(
+            "Continued pre-training takes a plain-text file; lora and full take chat or prompt/completion JSONL.",
+            param=param, code=code,
+        )
+    if role == "training" and f.example_count < MIN_EXAMPLES:
+        return InvalidRequest(f"The training file {f.public_id} has {f.example_count} example(s); a training file needs at "
+                              f"least {MIN_EXAMPLES}.", param=param, code=code)
+    return None
+
+
+def _job_files(training: TrainingFile, validation: TrainingFile | None) -> list[tuple[TrainingFile, str]]:
+    return [(f, role) for f, role in ((training, "training"), (validation, "validation")) if f is not None]
+
+
+def _job_plan(*, training_file: TrainingFile, validation_file: TrainingFile | None, method: str, given: dict | None):
+    """The hyperparameters and estimate of a job whose files are processed; raises the StoreError that stops it."""
+    for f, role in _job_files(training_file, validation_file):
+        error = training_file_error(training_file=f, method=method, role=role)
+        if error:
+            raise error
+    hyper = hyperparameters_resolve(method=method, examples=training_file.example_count, given=given)
+    estimate = training_estimate(method=method, hyperparameters=hyper, examples=training_file.example_count,
+                                 tokens=training_file.token_count)
+    training_job_cap_check(estimate=estimate, file_tokens=training_file.token_count, n_epochs=hyper["n_epochs"])
+    return hyper, estimate
 
 
 def finetune_job_create(
     *, owner, training_file: TrainingFile, model: str, method: str = "lora", validation_file: TrainingFile | None = None,
-    hyperparameters: dict | None = None, suffix: str = "", seed: int | None = None,
+    hyperparameters: dict | None = None, suffix: str = "", seed: int | None = None, metadata: dict | None = None,
     register_as: str | None = None,
 ) -> FineTuningJob:
+    """A job is accepted while its files are still being checked (as OpenAI's): it waits in `validating_files`
+    and starts when the last of them is processed (`finetune_job_start_waiting`). What can be checked now is."""
     if method not in FineTuningJob.Method.values:
         raise InvalidRequest("method is lora, full or pretrain.", param="method")
-    for f, param in ((training_file, "training_file"), (validation_file, "validation_file")):
-        if f is not None:
-            _file_check(owner=owner, training_file=f, method=method, param=param)
+    files = _job_files(training_file, validation_file)
+    for f, role in files:
+        if f.owner_id != owner.pk:
+            raise InvalidRequest(f"No such file: {f.public_id}.", param=f"{role}_file", code="file_not_found")
+        error = training_file_error(training_file=f, method=method, role=role)
+        if error:
+            raise error
+    metadata = metadata_check(metadata)
     base = base_version_resolve(reference=model, user=owner)
     base_version_check(base=base, owner=owner, method=method)
     target = register_as_resolve(owner=owner, name=register_as)  # the result: the next version of this model
     suffix = slugify(suffix or "")[:40]
-    hyper = hyperparameters_resolve(method=method, examples=training_file.example_count, given=hyperparameters)
-    estimate = training_estimate(method=method, hyperparameters=hyper, examples=training_file.example_count,
-                                 tokens=training_file.token_count)
-    training_job_cap_check(estimate=estimate, file_tokens=training_file.token_count, n_epochs=hyper["n_epochs"])
+    ready = all(f.status == TrainingFile.Status.PROCESSED for f, _ in files)
+    if ready:
+        hyper, estimate = _job_plan(training_file=training_file, validation_file=validation_file, method=method,
+                                    given=hyperparameters)
+    else:
+        # The given values are checked now; `auto` is chosen from the file's example count once it is processed.
+        hyperparameters_resolve(method=method, examples=0, given=hyperparameters)
+        given = hyperparameters or {}
+        hyper = {name: "auto" if given.get(name) in (None, "") else given[name] for name in NAMES}
+        estimate = {}
     with transaction.atomic():
         # The owner's row locked: two requests at once cannot both take the last slot or the last of the budget.
         get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
         if FineTuningJob.objects.filter(owner=owner, status__in=FineTuningJob.ACTIVE).count() >= settings.QUOTA_ACTIVE_JOBS:
             raise QuotaExceeded(f"You already have {settings.QUOTA_ACTIVE_JOBS} jobs queued or running; wait for one to finish.")
-        training_budget_check(user=owner, tokens=estimate["tokens"])
+        if ready:
+            training_budget_check(user=owner, tokens=estimate["tokens"])
         checkpoint_storage_check(user=owner)
         job = FineTuningJob.objects.create(
             owner=owner, base_version=base, base_reference=model, training_file=training_file, validation_file=validation_file,
             method=method, hyperparameters=hyper, suffix=suffix, seed=42 if seed is None else int(seed), estimate=estimate,
-            register_as=target,
+            metadata=metadata, register_as=target,
         )
         job_event_create(job=job, message=f"Created fine-tuning job {job.public_id} ({job.get_method_display()}) on {base.reference}.",
                          data=job.estimate)
-        finetune_job_dispatch(job=job)
+        if ready:
+            finetune_job_dispatch(job=job)
+        else:
+            waiting = ", ".join(f.public_id for f, _ in files if f.status != TrainingFile.Status.PROCESSED)
+            job_event_create(job=job, message=f"Waiting for {waiting} to be processed; the job starts once it is.")
+            # A file processed while this job was being created found no waiting job: look again once it is committed.
+            transaction.on_commit(lambda: finetune_job_start_waiting(job_id=job.pk))
     return job
+
+
+def finetune_job_start_waiting(*, job_id: int) -> bool:
+    """Start a job that waits for its files (in `validating_files`, never sent to the gpu queue): once every file is
+    processed its hyperparameters and estimate are chosen, the limits checked and the job sent; a file that ended in
+    `error`, a check that was lost or a limit fails the job with OpenAI's error. True if the job was sent."""
+    job = FineTuningJob.objects.select_related("training_file", "validation_file").filter(pk=job_id).first()
+    if job is None or job.status != FineTuningJob.Status.VALIDATING_FILES or job.dispatched_at is not None:
+        return False
+    files = _job_files(job.training_file, job.validation_file)
+    errors = [training_file_error(training_file=f, method=job.method, role=role) for f, role in files]
+    if not any(errors) and any(f.status == TrainingFile.Status.UPLOADED for f, _ in files):
+        return False  # still being checked
+    with transaction.atomic():
+        # Claimed with one conditional UPDATE: the file's task and beat's sweep cannot both start it, and a job
+        # cancelled meanwhile stays cancelled.
+        if not FineTuningJob.objects.filter(pk=job.pk, status=FineTuningJob.Status.VALIDATING_FILES, dispatched_at__isnull=True).update(
+            dispatched_at=timezone.now()
+        ):
+            return False
+        get_user_model().objects.select_for_update().filter(pk=job.owner_id).first()  # the budget, as at create
+        job = FineTuningJob.objects.select_related("training_file", "validation_file", "owner").get(pk=job.pk)
+        given = {k: v for k, v in job.hyperparameters.items() if k in NAMES}
+        try:
+            hyper, estimate = _job_plan(training_file=job.training_file, validation_file=job.validation_file,
+                                        method=job.method, given=given)
+            training_budget_check(user=job.owner, tokens=estimate["tokens"])
+        except StoreError as exc:
+            finetune_job_finish(job=job, status=FineTuningJob.Status.FAILED, code=exc.code, level="error", message=exc.message)
+            return False
+        job.hyperparameters, job.estimate = hyper, estimate
+        job.save(update_fields=["hyperparameters", "estimate", "updated_at"])
+        job_event_create(job=job, message="Files processed; the job is queued.", data=estimate)
+        finetune_job_enqueue(job_id=job.pk)
+    return True
+
+
+def finetune_jobs_start_waiting(*, training_file: TrainingFile | None = None) -> list[str]:
+    """Start the jobs waiting for their files (those naming `training_file`, or all: beat's sweep). Their ids."""
+    waiting = FineTuningJob.objects.filter(status=FineTuningJob.Status.VALIDATING_FILES, dispatched_at__isnull=True)
+    if training_file is not None:
+        waiting = waiting.filter(Q(training_file=training_file) | Q(validation_file=training_file))
+    return [public_id for pk, public_id in waiting.values_list("pk", "public_id") if finetune_job_start_waiting(job_id=pk)]
 
 
 def finetune_job_dispatch(*, job: FineTuningJob) -> None:

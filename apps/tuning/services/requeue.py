@@ -19,14 +19,16 @@ from apps.tuning.models import FineTuningJob
 from apps.tuning.services.jobs import (
     finetune_job_dispatch,
     finetune_job_finish,
+    finetune_jobs_start_waiting,
     job_event_create,
 )
 from apps.tuning.services.limits import duration_text
 
 
 def requeue_stale_jobs() -> list[str]:
-    """Beat: re-queue the jobs whose runner died, send again the ones whose message was lost. Their ids."""
-    return _expired_leases_requeue() + _lost_messages_resend()
+    """Beat: re-queue the jobs whose runner died, send again the ones whose message was lost, start (or fail) the
+    ones waiting for files whose check ended (or was lost) unnoticed. Their ids."""
+    return _expired_leases_requeue() + _lost_messages_resend() + finetune_jobs_start_waiting()
 
 
 def _expired_leases_requeue() -> list[str]:
@@ -72,7 +74,7 @@ def _lost_messages_resend() -> list[str]:
     resent = []
     waiting = FineTuningJob.objects.filter(status__in=FineTuningJob.ACTIVE, lease_owner="").filter(
         Q(dispatched_at__lt=cutoff) | Q(dispatched_at__isnull=True, updated_at__lt=cutoff)  # null: sent before the field existed
-    )
+    ).exclude(status=FineTuningJob.Status.VALIDATING_FILES, dispatched_at__isnull=True)  # waiting for its files: never sent
     for job in waiting:
         with transaction.atomic():
             job = FineTuningJob.objects.select_for_update().get(pk=job.pk)

@@ -28,13 +28,14 @@ from django.utils import timezone
 
 from apps.registry.models import ModelVersion
 from apps.registry.services import model_version_register
-from apps.tuning.models import FineTuningJob, TrainingFile
+from apps.tuning.models import FineTuningJob
 from apps.tuning.services.files import training_file_validate
 from apps.tuning.services.jobs import (
     finetune_job_dispatch,
     finetune_job_finish,
     finetune_job_model_id,
     job_event_create,
+    training_file_error,
 )
 from apps.tuning.services.lease import (
     TRANSIENT_DB_ERRORS,
@@ -92,15 +93,12 @@ def _files_validate(job: FineTuningJob, token: str) -> bool:
     meanwhile, or is no longer this runner's."""
     problem = None
     with lease_kept(job_id=job.pk, token=token):
-        for f in filter(None, [job.training_file, job.validation_file]):
-            checked = training_file_validate(file_id=f.pk)
-            if checked.status != TrainingFile.Status.PROCESSED:
-                first = checked.problems[0] if checked.problems else {"line": None, "message": "invalid file"}
-                where = f"line {first['line']}: " if first["line"] else ""
-                problem = f"{f.public_id} failed validation against {job.base_version.reference}: {where}{first['message']}"
-                break
+        for f, role in ((job.training_file, "training"), (job.validation_file, "validation")):
+            if f is not None:
+                problem = problem or training_file_error(training_file=training_file_validate(file_id=f.pk), method=job.method, role=role)
     if problem:
-        job_finish_held(job_id=job.pk, token=token, status=Status.FAILED, code="invalid_training_file", level="error", message=problem)
+        job_finish_held(job_id=job.pk, token=token, status=Status.FAILED, code=problem.code, level="error",
+                        message=f"Checked against {job.base_version.reference}: {problem.message}")
         return False
     if not job_move(job_id=job.pk, token=token, expected=(Status.VALIDATING_FILES,), status=Status.QUEUED):
         return False

@@ -10,7 +10,7 @@ from typing import Literal
 
 Format = Literal["chat", "prompt_completion", "text"]
 ROLES = {"system", "user", "assistant"}
-MIN_EXAMPLES = 10
+MIN_EXAMPLES = 10  # of a training file (OpenAI's minimum); a validation file needs one
 MAX_PROBLEMS = 50  # a broken file reports its first problems, not thousands
 
 
@@ -131,7 +131,9 @@ def validate_file(
                 report.examples.append(obj)
         if expected is not None and report.format is not None and report.format != expected:
             report.problems.append(Problem(None, f"the file is {report.format}, but {expected} was asked for"))
-    if report.format is not None and len(report.examples) < min_examples and not report.problems:
+    if not report.examples and not report.problems:
+        report.problems.append(Problem(None, "the file has no examples"))
+    elif report.format is not None and len(report.examples) < min_examples and not report.problems:
         report.problems.append(
             Problem(None, f"only {len(report.examples)} example(s); at least {min_examples} are needed")
         )
