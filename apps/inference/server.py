@@ -21,6 +21,9 @@ owns every loaded model: the web tier, on the remote engine, generates through i
 - Admission: each model takes `INFERENCE_MAX_BATCH` sequences at once and `INFERENCE_QUEUE_LIMIT` more waiting (a
   beam search counts `num_beams`); past that, 503 `engine_overloaded` with `Retry-After` (scheduler.py).
 - Errors in OpenAI's shape `{"error": {"message", "type", "param", "code"}}`; one log line per request.
+- Engine: `INFERENCE_ENGINE=transformers` (default: the local engine) or `llamacpp` (apps/inference/llamacpp.py:
+  llama.cpp for every model it can serve, the transformers engine for the rest, chosen per model; `/health?model=`
+  says which serves it).
 """
 
 from __future__ import annotations
@@ -443,7 +446,8 @@ class ModelServer:
             self._log(request, model, exc.status, started, note=exc.code)
             return _error_response(exc)
         self._log(request, model, 200, started)
-        return JSONResponse({"status": "ok", "model": spec.key})
+        served_by = getattr(self.engine, "served_by", lambda spec: "transformers")(spec)
+        return JSONResponse({"status": "ok", "model": spec.key, "engine": served_by})
 
     async def models(self, request: Request):
         data = [{"id": m.spec.key, "object": "model", "created": _created(m.spec.path), "owned_by": "store"}
@@ -548,6 +552,18 @@ def main() -> None:
         quantize=env.get("INFERENCE_QUANTIZE", "int8"),
         queue_limit=int(env.get("INFERENCE_QUEUE_LIMIT", 32)),
     )
+    choice = env.get("INFERENCE_ENGINE", "transformers")
+    if choice == "llamacpp":
+        # Imported here: llama-cpp-python is an optional extra (make install-llamacpp), loaded only when chosen.
+        from apps.inference.llamacpp import EngineByModel, LlamaCppEngine, gguf_for
+
+        quant = env.get("INFERENCE_GGUF_QUANT", "q8_0")
+        engine = EngineByModel(LlamaCppEngine(max_cache_bytes=engine.cache.max_bytes, max_batch=engine.max_batch,
+                                              num_threads=int(env.get("TORCH_NUM_THREADS", 0)),
+                                              queue_limit=engine.queue_limit, gguf=lambda spec: gguf_for(spec, quant)),
+                               fallback=engine)
+    elif choice != "transformers":
+        raise SystemExit(f"INFERENCE_ENGINE must be 'transformers' or 'llamacpp', not {choice!r}")
     app = create_app(
         engine,
         registry_root=env.get("MODELS_REGISTRY_ROOT") or BASE_DIR / "models_registry",
@@ -555,8 +571,8 @@ def main() -> None:
     )
     _preload(app.state.server, env.get("INFERENCE_PRELOAD", "smollm2-135m-instruct"))
     host, port = env.get("INFERENCE_HOST", "127.0.0.1"), int(env.get("INFERENCE_PORT", 8001))
-    logger.info("model server on http://%s:%d (registry %s, queue limit %s)", host, port, app.state.server.registry.root,
-                engine.queue_limit)
+    logger.info("model server on http://%s:%d (engine %s, registry %s, queue limit %s)", host, port, choice,
+                app.state.server.registry.root, engine.queue_limit)
     try:
         # loop/http "auto": uvloop and httptools (installed); one log line per request is ours, not uvicorn's.
         uvicorn.run(app, host=host, port=port, access_log=False, log_level="info", timeout_graceful_shutdown=5)
