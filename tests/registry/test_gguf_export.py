@@ -321,17 +321,18 @@ def test_llama_cpp_logits_match_transformers(registry_root, tiny_hf_dir, monkeyp
         expected = model(torch.tensor([ids])).logits[0, -1].numpy()
 
     def llama_logits(path: Path) -> np.ndarray:
-        llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, n_threads=1, verbose=False)
+        llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, n_threads=1, logits_all=True, verbose=False)
         try:
             llm.eval(ids)
-            return np.array(llm.scores[llm.n_tokens - 1])
+            return np.array(llm.scores[len(ids) - 1])
         finally:
             llm.close()
 
     def error(logits: np.ndarray) -> float:
         return float(np.abs(logits - expected).max() / np.abs(expected).max())
 
-    for quant, tolerance in (("f16", 0.02), ("q8_0", 0.05)):
+    # llama.cpp's q8_0 matrix products quantize the activations to 8 bits too: a looser tolerance than f16's.
+    for quant, tolerance in (("f16", 0.02), ("q8_0", 0.08)):
         logits = llama_logits(ensure_gguf(folder, quant))
         assert int(logits.argmax()) == int(expected.argmax()), quant
         assert error(logits) < tolerance, (quant, error(logits))
@@ -339,4 +340,5 @@ def test_llama_cpp_logits_match_transformers(registry_root, tiny_hf_dir, monkeyp
     monkeypatch.setattr(gguf_export, "permute_qk", lambda weights, n_head: weights)
     unpermuted = registry_root / "sharp" / "2"
     shutil.copytree(folder, unpermuted)
-    assert error(llama_logits(ensure_gguf(unpermuted, "f16"))) > 0.1
+    wrong = error(llama_logits(ensure_gguf(unpermuted, "f16")))
+    assert wrong > 0.1, wrong
