@@ -1,7 +1,11 @@
-"""Inference benchmark: the local engine against llama.cpp on the same base model, ratios in one run.
+"""Inference benchmark: the store's engines against raw llama.cpp on the same base model, ratios in one run.
 
     .venv/bin/python bench/inference.py                    # base model from the registry (make run imports it)
     .venv/bin/python bench/inference.py --variants bfloat16+int8,bfloat16 --tokens 64
+    .venv/bin/python bench/inference.py --variants ""      # llama.cpp raw and served only
+
+Engines: raw llama.cpp (below), the store's llama.cpp engine served by its model server (INFERENCE_ENGINE=llamacpp,
+measured over HTTP from another process: what a client of the store gets), and the local transformers engine.
 
 For each engine: single-stream decode tokens/s and time to first token (32-token prompt, idle engine), and
 aggregate tokens/s with 1, 4, 8 and 16 concurrent requests (each decodes --tokens tokens, greedy, past the
@@ -32,12 +36,32 @@ PROMPT = (
     "salt, wool and stories. Over the centuries the market grew into a town, and the town into a city that"
 )
 CONCURRENCY = [1, 4, 8, 16]
+SERVED = "llamacpp-served"  # the store's llama.cpp engine through its model server
 
 
 def rss_mb() -> float:
     import psutil
 
     return psutil.Process().memory_info().rss / 2**20
+
+
+def aggregate_rate(texts: list[str], one) -> float:
+    """Tokens/s of one request per text, all started at once (`one(text)` -> tokens decoded), until the last ends."""
+    done = []
+    barrier = threading.Barrier(len(texts) + 1)
+
+    def run(text):
+        barrier.wait()
+        done.append(one(text))
+
+    workers = [threading.Thread(target=run, args=(t,)) for t in texts]
+    for w in workers:
+        w.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for w in workers:
+        w.join()
+    return sum(done) / (time.perf_counter() - started)
 
 
 # ------------------------------------------------------------------------------------------ local engine --
@@ -72,24 +96,9 @@ def bench_local(model_dir: Path, variant: str, tokens: int, threads: int) -> dic
     ttft = stamps[0] - started
     decode = (result.completion_tokens - 1) / (stamps[-1] - stamps[0])
 
-    aggregate = {}
-    for n in CONCURRENCY:
-        prompts = [f"{prompt} ({i})" for i in range(n)]
-        done = []
-        barrier = threading.Barrier(n + 1)
-
-        def run(text):
-            barrier.wait()
-            done.append(engine.generate(request(tokens, text)).completion_tokens)
-
-        workers = [threading.Thread(target=run, args=(p,)) for p in prompts]
-        for w in workers:
-            w.start()
-        barrier.wait()
-        t0 = time.perf_counter()
-        for w in workers:
-            w.join()
-        aggregate[n] = sum(done) / (time.perf_counter() - t0)
+    aggregate = {n: aggregate_rate([f"{prompt} ({i})" for i in range(n)],
+                                   lambda text: engine.generate(request(tokens, text)).completion_tokens)
+                 for n in CONCURRENCY}
     engine.close()
     gc.collect()
     return {
@@ -201,6 +210,106 @@ def bench_llamacpp(gguf: Path, tokens: int, threads: int) -> dict:
     }
 
 
+# ------------------------------------------------------------------ the store's llama.cpp engine, served --
+def bench_served_llamacpp(model_dir: Path, tokens: int, threads: int) -> dict:
+    """The store's model server under INFERENCE_ENGINE=llamacpp, in a process of its own, measured from this one
+    over HTTP as a client sees it (`/v1/completions`, streamed for the single stream, whole for the aggregates)."""
+    import http.client
+    import secrets
+    import socket
+
+    import psutil
+
+    from apps.inference.llamacpp import gguf_for
+    from apps.inference.server import RegistryFolders
+
+    reference = f"{model_dir.parent.name}@v{model_dir.name}"
+    registry = RegistryFolders(model_dir.parent.parent)
+    gguf = gguf_for(registry.spec(reference))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = secrets.token_urlsafe(16)
+    env = {**os.environ, "INFERENCE_ENGINE": "llamacpp", "MODELS_REGISTRY_ROOT": str(registry.root), "INFERENCE_PRELOAD": "",
+           "INFERENCE_HOST": "127.0.0.1", "INFERENCE_PORT": str(port), "INFERENCE_REMOTE_API_KEY": token,
+           "TORCH_NUM_THREADS": str(threads), "INFERENCE_MAX_BATCH": "16"}
+    server = subprocess.Popen([sys.executable, "-m", "apps.inference.server"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def call(method, path, body=None):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+        return conn, conn.getresponse()
+
+    def completion(text, n, stream=False):
+        return {"model": reference, "prompt": text, "max_tokens": n, "temperature": 0, "ignore_eos": True,
+                "stream": stream, "stream_options": {"include_usage": True} if stream else None}
+
+    try:
+        for _ in range(300):
+            try:
+                conn, answer = call("GET", "/health")
+                conn.close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        before = psutil.Process(server.pid).memory_info().rss / 2**20
+        conn, answer = call("GET", f"/health?model={reference}")
+        health = json.loads(answer.read())
+        conn.close()
+        if health.get("engine") != "llamacpp":
+            raise RuntimeError(f"the model server does not serve {reference} on llama.cpp: {health}")
+        resident = psutil.Process(server.pid).memory_info().rss / 2**20 - before
+        conn, answer = call("POST", "/tokenize", {"model": reference, "prompt": PROMPT})
+        tokenized = json.loads(answer.read())["tokens"][:32]
+        conn.close()
+        from transformers import AutoTokenizer
+
+        prompt = AutoTokenizer.from_pretrained(model_dir).decode(tokenized)
+        conn, answer = call("POST", "/v1/completions", completion(prompt, 8))
+        answer.read()
+        conn.close()
+
+        stamps, usage = [], None
+        started = time.perf_counter()
+        conn, answer = call("POST", "/v1/completions", completion(prompt, tokens, stream=True))
+        for line in answer:
+            if not line.startswith(b"data: {"):
+                continue
+            chunk = json.loads(line[6:])
+            if chunk["choices"] and chunk["choices"][0]["text"]:
+                stamps.append(time.perf_counter())
+            usage = chunk.get("usage") or usage
+        conn.close()
+        ttft = stamps[0] - started
+        decode = (usage["completion_tokens"] - 1) / (stamps[-1] - stamps[0])
+
+        def whole(text):
+            c, a = call("POST", "/v1/completions", completion(text, tokens))
+            try:
+                return json.loads(a.read())["usage"]["completion_tokens"]
+            finally:
+                c.close()
+
+        aggregate = {n: aggregate_rate([f"{PROMPT[: len(PROMPT) // 2]} ({i})" for i in range(n)], whole)
+                     for n in CONCURRENCY}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    import llama_cpp
+
+    return {
+        "engine": f"store llamacpp, served ({gguf.name})",
+        "llama_cpp_python": llama_cpp.__version__,
+        "ttft_s": ttft,
+        "decode_tps": decode,
+        "aggregate_tps": aggregate,
+        "resident_mb": resident,
+        "prompt_tokens": usage["prompt_tokens"],
+    }
+
+
 # ------------------------------------------------------------------------------------------------ main --
 def gguf_path() -> Path:
     from apps.registry.gguf_convert import find_wheel_gguf
@@ -226,22 +335,25 @@ def main() -> None:
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one engine in this process
     args = parser.parse_args()
     if args.one:
-        measure = (lambda: bench_llamacpp(gguf_path(), args.tokens, args.threads)) if args.one == "llama.cpp" else (
-            lambda: bench_local(args.model_dir, args.one, args.tokens, args.threads)
-        )
-        print("RESULT " + json.dumps(measure()))
+        if args.one == "llama.cpp":
+            result = bench_llamacpp(gguf_path(), args.tokens, args.threads)
+        elif args.one == SERVED:
+            result = bench_served_llamacpp(args.model_dir, args.tokens, args.threads)
+        else:
+            result = bench_local(args.model_dir, args.one, args.tokens, args.threads)
+        print("RESULT " + json.dumps(result))
         return
 
     if not (args.model_dir / "config.json").is_file():
         sys.exit(f"{args.model_dir} has no model: run `make run` (or manage.py import_base_model) first")
-    engines = [] if args.no_llamacpp else ["llama.cpp"]
+    engines = [] if args.no_llamacpp else ["llama.cpp", SERVED]
     if engines:
         try:
             import llama_cpp  # noqa: F401
         except ImportError:
-            print("llama-cpp-python is not installed (pip install llama-cpp-python): llama.cpp is skipped")
+            print("llama-cpp-python is not installed (make install-llamacpp): llama.cpp is skipped")
             engines = []
-    engines += args.variants.split(",")
+    engines += [v for v in args.variants.split(",") if v]
     runs = []
     for name in engines:
         # Each engine in a process of its own: llama.cpp's worker threads keep spinning after a run and would

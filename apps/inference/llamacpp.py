@@ -266,35 +266,27 @@ class LlamaScheduler(BatchScheduler):
         return self.loaded.model
 
     def _run(self, loader) -> None:
+        """The base scheduler's loop (load, wait, take, `_turn`); the context is freed when it ends."""
         try:
-            self.loaded = loader(self.spec)
-        except BaseException as exc:  # noqa: BLE001 - handed to the request that waits for this load
-            self.load_error = exc
-            return
+            super()._run(loader)
         finally:
-            self.ready.set()
+            if self.loaded is not None:
+                for slot in self._slots.values():
+                    self.native.lc.llama_sampler_free(slot.chain)
+                self._slots.clear()
+                self.native.close()
+
+    def _turn(self, admitted: list[Sequence]) -> None:
+        """Newcomers join, then one decode step; a failure fails the batch, not the thread."""
         try:
-            while True:
-                with self._cv:
-                    while not self._waiting and not self.active and not self._stopping:
-                        self._cv.wait()
-                    if self._stopping and not self._waiting and not self.active:
-                        return
-                    admitted = self._take(beams=False)
-                try:
-                    self._join(admitted)
-                    self._decode_step()
-                except Exception as exc:  # a failing step fails its sequences, never the thread
-                    logger.exception("llama.cpp step failed on %s", self.spec.key)
-                    error = ModelUnavailable(f"generation failed: {type(exc).__name__}: {exc}")
-                    for seq in self.active + admitted:
-                        self._fail(seq, error)
-                    self._drop_done()
-        finally:
-            for slot in self._slots.values():
-                self.native.lc.llama_sampler_free(slot.chain)
-            self._slots.clear()
-            self.native.close()
+            self._join(admitted)
+            self._decode_step()
+        except Exception as exc:
+            logger.exception("llama.cpp step failed on %s", self.spec.key)
+            error = ModelUnavailable(f"generation failed: {type(exc).__name__}: {exc}")
+            for seq in self.active + admitted:
+                self._fail(seq, error)
+            self._drop_done()
 
     def _kv_used(self, *, pending: bool = False) -> int:
         """KV cells the running sequences hold (with `pending`: and will hold once their prompts are fed)."""
