@@ -27,6 +27,7 @@ MODEL_PROCESS_ONLY = {
     "apps.registry.management.commands.import_base_model": "the one-off import",
     "apps.registry.merge_child": "the merge, a child process of the worker's build task",
     "apps.inference.gguf_export": "GGUF exports: the model server's llama.cpp engine and the export task's child",
+    "apps.inference.llamacpp": "the llama.cpp engine, run by the model server (INFERENCE_ENGINE=llamacpp)",
     "apps.registry.model_import": "the staff's model import (manage.py import_model)",
     "apps.registry.management.commands.import_model": "the one-off staff import",
     "apps.tuning.child": "the training process, a child of worker-gpu's runner",

@@ -58,9 +58,10 @@ def test_eight_concurrent_greedy_streams_equal_each_alone(real_engine):
     assert "Paris" in alone[0]
 
 
-def test_int8_bfloat16_engine_keeps_the_answers(real_hf_dir):
-    """The default serving configuration (bfloat16 + weight-only int8) answers as the full-precision model."""
-    eng = LocalEngine(dtype="bfloat16", quantize="int8")
+def test_bfloat16_engine_keeps_the_answers(real_hf_dir):
+    """The default serving configuration (bfloat16) answers as the full-precision model. (Weight-only int8, which
+    did so on an AMD Zen 4, changed the second answer on an Intel Xeon: it is opt-in, INFERENCE_QUANTIZE=int8.)"""
+    eng = LocalEngine(dtype="bfloat16", quantize="none")
     spec = ModelSpec(key="smollm2-135m-instruct@v1", path=str(real_hf_dir))
     try:
         answers = [eng.generate(chat(spec, q, max_tokens=24, temperature=0)).text for q in QUESTIONS[:3]]

@@ -101,7 +101,7 @@ def test_bare_health_is_open_and_everything_else_wants_the_token(client):
 
 def test_health_with_a_model_loads_it_and_models_lists_it(client):
     answer = client.get("/health", params={"model": MODEL}, headers=AUTH)
-    assert answer.json() == {"status": "ok", "model": MODEL}
+    assert answer.json() == {"status": "ok", "model": MODEL, "engine": "transformers"}  # the default engine
     assert MODEL in [m["id"] for m in client.get("/v1/models", headers=AUTH).json()["data"]]
     # A bare id is its newest version.
     assert client.get("/health", params={"model": "smollm2-135m-instruct"}, headers=AUTH).json()["model"] == MODEL

@@ -129,7 +129,10 @@ def test_a_killed_worker_resumes_from_its_checkpoint(setup, tmp_path):
     steps = list(JobMetric.objects.filter(job=job, train_loss__isnull=False).order_by("id").values_list("step", flat=True))
     after_resume = steps[steps.index(killed_at.step) + 1 :] if killed_at.step in steps else steps
     assert min(after_resume) > 1  # the step counter did not go back to 0
-    assert ModelVersion.objects.filter(created_by_job=job.public_id).count() == 1
+    # One result, and the models of its three epochs kept (registered once each, across the two attempts).
+    made = ModelVersion.objects.filter(created_by_job=job.public_id)
+    assert made.filter(job_checkpoint__isnull=True).count() == 1
+    assert made.filter(job_checkpoint__isnull=False).count() == job.checkpoints.filter(model_version__isnull=False).count() == 3
 
 
 def test_a_crashing_job_fails_with_a_code_and_a_message_not_a_traceback(setup, settings, django_capture_on_commit_callbacks):

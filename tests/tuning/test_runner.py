@@ -89,7 +89,10 @@ def test_a_lost_message_is_sent_again_and_a_duplicate_starts_no_second_run(setup
     assert job.attempts == 1 and job.lost_messages == 1
     assert job.events.filter(level="warn", message__contains="its message was lost, so it was sent again").count() == 1
     assert job.events.filter(message="Training started.").count() == 1
-    assert ModelVersion.objects.filter(created_by_job=job.public_id).count() == 1
+    # One result (and its kept checkpoints, each registered once): a duplicate run would have registered its own.
+    made = ModelVersion.objects.filter(created_by_job=job.public_id)
+    assert made.filter(job_checkpoint__isnull=True).count() == 1
+    assert made.filter(job_checkpoint__isnull=False).count() == job.checkpoints.filter(model_version__isnull=False).count() == 2
 
 
 def test_a_job_whose_message_keeps_vanishing_fails_with_a_readable_error(db, user, tiny_version, settings, tmp_path,
