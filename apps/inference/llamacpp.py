@@ -257,6 +257,7 @@ class LlamaScheduler(BatchScheduler):
 
     def __init__(self, spec: ModelSpec, loader: Callable[[ModelSpec], LoadedModel], *, max_batch: int = 16):
         self._slots: dict[int, _Slot] = {}  # id(sequence) -> slot, running or waiting after preemption
+        self.native_batch = max_batch  # sequence ids 0 .. max_batch - 1
         self._free_ids = list(range(max_batch - 1, -1, -1))
         self.preemptions = 0
         super().__init__(spec, loader, max_batch=max_batch)
@@ -311,6 +312,7 @@ class LlamaScheduler(BatchScheduler):
                 slot = self._slots[id(seq)] = _Slot(seq, sampler_chain(self.native, seq.sampler.params, seq.prompt_ids),
                                                     [])
             slot.pending, slot.cached, slot.seq_id = list(tokens), 0, self._free_ids.pop()
+            self.native.forget(slot.seq_id)  # no cell of an earlier holder may stay under the id
             self.active.append(seq)
 
     def _preempt_youngest(self) -> None:
@@ -389,6 +391,10 @@ class LlamaScheduler(BatchScheduler):
             self.active.remove(seq)
         for key in [k for k, slot in self._slots.items() if slot.seq.done and slot.seq_id < 0]:
             self.native.lc.llama_sampler_free(self._slots.pop(key).chain)  # preempted, then cancelled while waiting
+        # The free ids are those no slot holds, derived from the slots themselves: an id lost on some path through
+        # preemption (seen once in tests/inference/test_engine_contract.py) comes back instead of shrinking the batch.
+        held = {slot.seq_id for slot in self._slots.values() if slot.seq_id >= 0}
+        self._free_ids = [i for i in range(self.native_batch - 1, -1, -1) if i not in held]
 
 
 # --- the engine -------------------------------------------------------------------------------------------------
