@@ -175,7 +175,7 @@ class RemoteEngine:
         text = choice.message.content if "messages" in args else choice.text
         usage = response.usage
         return GenerationResult(
-            text=text or "",
+            text=(text or "").replace("\x00", ""),  # NUL: no database stores it (see TextAssembler)
             finish_reason=_finish(choice.finish_reason),
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
@@ -440,7 +440,7 @@ class _Collector:
             self.usage = chunk.usage
         events = []
         for choice in chunk.choices:
-            piece = (choice.delta.content if self.chat else choice.text) or ""
+            piece = ((choice.delta.content if self.chat else choice.text) or "").replace("\x00", "")
             if piece:
                 self.text.append(piece)
                 events.append(StreamEvent(delta=piece))

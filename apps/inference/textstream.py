@@ -6,7 +6,7 @@ from __future__ import annotations
 class TextAssembler:
     """Decodes a growing list of token ids into text, holding back what is not yet safe to show.
 
-    Held back: an incomplete UTF-8 character (decodes to U+FFFD) and any tail that could be the start of a stop
+    NUL characters never come out. Held back: an incomplete UTF-8 character (decodes to U+FFFD) and any tail that could be the start of a stop
     string. When a stop string appears, the text is cut just before it and `stopped` turns True; the stop string
     itself is never shown.
     """
@@ -25,7 +25,9 @@ class TextAssembler:
     def add(self, token_id: int) -> str:
         """Append one token; return the newly safe text (possibly empty)."""
         self.ids.append(token_id)
-        window = self.tokenizer.decode(self.ids[self._prefix_ids :], skip_special_tokens=True)
+        # NUL is dropped: the tokenizer has a byte token for it (an untrained model emits it), and PostgreSQL text
+        # cannot hold it, so an answer with one could be shown but never saved.
+        window = self.tokenizer.decode(self.ids[self._prefix_ids :], skip_special_tokens=True).replace("\x00", "")
         if window.endswith("\ufffd"):
             return ""  # the rest of this character is in the next token
         self.text = self._prefix_text + window

@@ -58,10 +58,20 @@ class ModelVersion(TimeStampedModel):
         FULL = "full", _("Full weights")
         LORA = "lora", _("LoRA adapter")
 
+    class Task(models.TextChoices):
+        # What the model does, which decides the endpoints and app kinds that can use it: a chat model has a chat
+        # template (chat and completions, every app kind but classifier); a plain language model has none
+        # (completions and generator apps); a classifier has a classification head (classifier apps and
+        # /api/v1 classification runs only).
+        CHAT = "chat", _("Chat model")
+        TEXT = "text", _("Language model (plain text)")
+        CLASSIFIER = "classifier", _("Classifier")
+
     registered_model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="versions")
     number = models.PositiveIntegerField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.READY)
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.FULL)
+    task = models.CharField(max_length=12, choices=Task.choices, default=Task.CHAT)
     base_version = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.RESTRICT, related_name="derived_versions"
     )

@@ -37,3 +37,12 @@ def test_multibyte_characters_never_stream_half_written():
 def test_earliest_of_several_stop_strings_wins():
     a = TextAssembler(CharTokenizer(), stop=("two", "one"))
     assert "".join(feed(a, "zero one two")) == "zero "
+
+
+def test_nul_characters_never_come_out():
+    # The real tokenizer has a byte token for NUL and an untrained model emits it; PostgreSQL text refuses it, so an
+    # answer holding one could stream but never be saved (CI found it: a random model's preview answer failed).
+    a = TextAssembler(CharTokenizer())
+    pieces = feed(a, "rain\x00 on\x00\x00 roofs " * 3)
+    assert "".join(pieces) == "rain on roofs " * 3 and a.text == "rain on roofs " * 3
+    assert all("\x00" not in p for p in pieces)
