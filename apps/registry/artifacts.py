@@ -97,15 +97,17 @@ def render_model_card(
     source: dict | None = None,
     license: str = "apache-2.0",
     lineage: list[str] | None = None,
+    task: str = "chat",
 ) -> str:
     """A Hugging Face model card: YAML header the Hub understands, then a short readable body."""
+    classifier = task == "classifier"
     header = {
         "base_model": base_model,
         "license": license,
         "library_name": "peft" if kind == "lora" else "transformers",
-        "pipeline_tag": "text-generation",
+        "pipeline_tag": "text-classification" if classifier else "text-generation",
         "datasets": list(datasets or []),
-        "tags": ["gpt-store", "lora" if kind == "lora" else "causal-lm"],
+        "tags": ["gpt-store", "lora" if kind == "lora" else "sequence-classification" if classifier else "causal-lm"],
     }
     body = [f"# {model_id}", ""]
     if description:
@@ -113,6 +115,8 @@ def render_model_card(
     loading = (
         "PeftModel.from_pretrained(base, folder)  # base: the model named in base_model"
         if kind == "lora"
+        else "AutoModelForSequenceClassification.from_pretrained(folder)  # labels: config.id2label"
+        if classifier
         else "AutoModelForCausalLM.from_pretrained(folder)"
     )
     body += ["## How to load", "", "```python", loading, "```", ""]

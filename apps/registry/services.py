@@ -79,6 +79,7 @@ def model_version_register(
     name: str,
     source_dir: Path,
     kind: str = ModelVersion.Kind.FULL,
+    task: str = ModelVersion.Task.CHAT,
     owner=None,
     visibility: str | None = None,
     description: str = "",
@@ -112,6 +113,7 @@ def model_version_register(
         source=source,
         # base -> first fine-tune -> ... -> this model: the versions its weights come from
         lineage=[v.reference for v in model_version_lineage(version=base_version)] + [name] if base_version else None,
+        task=task,
     )
     model_dir = _root() / model.folder
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -124,6 +126,7 @@ def model_version_register(
             staging,
             aliases=aliases,
             kind=kind,
+            task=task,
             base_version=base_version,
             size_bytes=artifacts.folder_size(staging),
             checksums=checksums,
