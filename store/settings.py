@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "apps.chat",
     "apps.tuning",
     "apps.webhooks",
+    "apps.compare",
     "apps.api",
 ]
 

@@ -2,6 +2,7 @@ from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from apps.api.native import account, catalog, knowledge, registry, runs, tuning
+from apps.compare.api import ComparisonViewSet, LeaderboardView, VoteViewSet
 from apps.webhooks.api import WebhookEndpointViewSet
 
 router = SimpleRouter()
@@ -13,11 +14,14 @@ router.register("files", tuning.FileViewSet, basename="file")
 router.register("jobs", tuning.JobViewSet, basename="job")
 router.register("models", registry.RegisteredModelViewSet, basename="model")
 router.register("webhooks", WebhookEndpointViewSet, basename="webhook")
+router.register("comparisons", ComparisonViewSet, basename="comparison")
+router.register("votes", VoteViewSet, basename="vote")
 
 app_name = "api"
 urlpatterns = [
     path("usage/", account.UsageView.as_view(), name="usage"),
     path("me/", account.MeView.as_view(), name="me"),
+    path("leaderboard/", LeaderboardView.as_view(), name="leaderboard"),
     path("apps/<slug:slug>/knowledge/", knowledge.KnowledgeFileViewSet.as_view({"get": "list", "post": "create"}),
          name="app-knowledge-list"),
     path("apps/<slug:slug>/knowledge/<int:pk>/",

@@ -10,9 +10,11 @@ from django.db import connection
 from django.db.models import Avg, Count, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from apps.catalog.models import Category, StoreApp
 from apps.chat.models import AppRun, Conversation
+from apps.registry.selectors import registered_model_list
 
 TRENDING_DAYS = 7
 
@@ -107,6 +109,24 @@ def app_list_owned(*, user) -> QuerySet[StoreApp]:
         )
         .order_by("-updated_at")
     )
+
+
+def builder_model_choices(*, user) -> list[tuple[str, str]]:
+    """The models an app of `user` may run on (the builder's model picker; /compare/ offers the same): the store's
+    models and the user's own. The first choice of each model is its alias `latest` (the app follows it as it
+    moves); its other aliases and each ready version (`@v<N>`: the app stays on it) follow."""
+    choices = []
+    for model in registered_model_list(user=user).prefetch_related("versions"):
+        if model.owner_id is not None and model.owner_id != user.pk:
+            continue
+        label = model.name if model.owner_id is None else f"{model.name} ({_('your fine-tune')})"
+        choices.append((f"{model.name}@latest", label))
+        aliases = {a.name: a.version.number for a in model.aliases.all()}
+        choices += [(f"{model.name}@{name}", f"{model.name}@{name} → v{number}") for name, number in sorted(aliases.items())
+                    if name != "latest"]
+        choices += [(v.reference, v.reference) for v in sorted(model.versions.all(), key=lambda v: -v.number)
+                    if v.status == v.Status.READY]
+    return choices
 
 
 def conversation_count_label(count: int) -> str:

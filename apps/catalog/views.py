@@ -20,7 +20,7 @@ from apps.catalog.models import Category, StoreApp
 from apps.chat.models import Conversation
 from apps.core.errors import Forbidden, NotFound, StoreError
 from apps.knowledge.selectors import knowledge_file_list
-from apps.registry.selectors import model_version_resolve, registered_model_list
+from apps.registry.selectors import model_version_resolve
 
 PAGE_SIZE = 12
 
@@ -142,23 +142,6 @@ def remix(request, slug):
 
 
 # --- Builder ----------------------------------------------------------------------------------------------
-def _model_choices(user) -> list[tuple[str, str]]:
-    """The first choice of each model is its alias `latest` (the app follows it as it moves); its other aliases and
-    each ready version (`@v<N>`: the app stays on it) follow."""
-    choices = []
-    for model in registered_model_list(user=user).prefetch_related("versions"):
-        if model.owner_id is not None and model.owner_id != user.pk:
-            continue
-        label = model.name if model.owner_id is None else f"{model.name} ({_('your fine-tune')})"
-        choices.append((f"{model.name}@latest", label))
-        aliases = {a.name: a.version.number for a in model.aliases.all()}
-        choices += [(f"{model.name}@{name}", f"{model.name}@{name} → v{number}") for name, number in sorted(aliases.items())
-                    if name != "latest"]
-        choices += [(v.reference, v.reference) for v in sorted(model.versions.all(), key=lambda v: -v.number)
-                    if v.status == v.Status.READY]
-    return choices
-
-
 @require_GET
 def avatar(request, name):
     """Uploaded avatars (PNG files the store wrote itself), served with a fixed type and no sniffing."""
@@ -182,7 +165,7 @@ def build_list(request):
 @require_http_methods(["GET", "POST"])
 def build_new(request):
     form = AppForm(
-        request.POST or None, request.FILES or None, model_choices=_model_choices(request.user),
+        request.POST or None, request.FILES or None, model_choices=selectors.builder_model_choices(user=request.user),
         initial={"kind": StoreApp.Kind.CHATBOT, "model_reference": request.GET.get("model")},  # from a finished job
     )
     if request.method == "POST" and form.is_valid():
@@ -200,7 +183,7 @@ def build_new(request):
 @require_http_methods(["GET", "POST"])
 def build_edit(request, slug):
     app = _page_app(access_app_owned, request, slug)
-    form = AppForm(request.POST or None, request.FILES or None, instance=app, model_choices=_model_choices(request.user))
+    form = AppForm(request.POST or None, request.FILES or None, instance=app, model_choices=selectors.builder_model_choices(user=request.user))
     if request.method == "POST" and form.is_valid():
         try:
             services.app_update(app=app, user=request.user, data=form.cleaned_data)

@@ -32,6 +32,67 @@
   });
 })();
 
+// Reading a run's answer: a POST answered with server-sent events ({"delta"}, {"notice"}, {"error"}, then {"done",
+// ...}), or with a JSON error before anything streamed. Shared by the app runner below and /compare/ (compare.js).
+window.StoreRun = (function () {
+  "use strict";
+  function csrfToken() {
+    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return match ? decodeURIComponent(match[1]) : "";
+  }
+
+  // POST `body` to `url`, read the events: handlers.onDelta(text), onNotice(text), onError(message, code). Resolves
+  // with the final event, or null (an error, given to onError, or an abort through `signal`).
+  async function stream(url, body, handlers, signal) {
+    let final = null;
+    try {
+      const response = await fetch(url, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+        body: JSON.stringify(body),
+        signal,
+        credentials: "same-origin",
+      });
+      if (!response.ok) {
+        let message = interpolate(gettext("Something went wrong (%(status)s). Please try again."), { status: response.status }, true);
+        let explained = false, code = null;
+        try {
+          const data = await response.json();
+          if (data.error && data.error.message) { message = data.error.message; code = data.error.code; explained = true; }
+        } catch (e) { /* not JSON: keep the generic message */ }
+        // A 403 the server did not explain is Django's CSRF page: the session expired.
+        if (response.status === 403 && !explained) message = gettext("Your session has expired: reload the page and try again.");
+        handlers.onError(message, code);
+        return null;
+      }
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        let cut;
+        while ((cut = buffer.indexOf("\n\n")) >= 0) {
+          const chunk = buffer.slice(0, cut);
+          buffer = buffer.slice(cut + 2);
+          if (!chunk.startsWith("data: ")) continue;
+          const event = JSON.parse(chunk.slice(6));
+          if (event.delta) handlers.onDelta(event.delta);
+          if (event.notice) handlers.onNotice(event.notice);
+          if (event.error) handlers.onError(event.error.message || gettext("The model failed to answer. Please try again."));
+          if (event.done) final = event;
+        }
+      }
+    } catch (err) {
+      if (err.name !== "AbortError") handlers.onError(gettext("The connection was lost. Check your network and try again."));
+    }
+    return final;
+  }
+
+  return { csrfToken, stream };
+})();
+
 (function () {
   "use strict";
   const configNode = document.getElementById("app-config");
@@ -46,10 +107,7 @@
   const stopButton = $('[data-action="stop"]');
   let controller = null;
 
-  function csrfToken() {
-    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-    return match ? decodeURIComponent(match[1]) : "";
-  }
+  const csrfToken = StoreRun.csrfToken;
 
   function escapeHtml(text) {
     return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;").replace(/'/g, "&#39;");
@@ -96,53 +154,12 @@
     setBusy(true);
     showError("");
     showNotice("");
-    let final = null;
     try {
-      const response = await fetch(config.runUrl, {
-        method: "POST",
-        headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
-        body: JSON.stringify(body),
-        signal: controller.signal,
-        credentials: "same-origin",
-      });
-      if (!response.ok) {
-        let message = interpolate(gettext("Something went wrong (%(status)s). Please try again."), { status: response.status }, true);
-        let explained = false, code = null;
-        try {
-          const data = await response.json();
-          if (data.error && data.error.message) { message = data.error.message; code = data.error.code; explained = true; }
-        } catch (e) { /* not JSON: keep the generic message */ }
-        // A 403 the server did not explain is Django's CSRF page: the session expired.
-        if (response.status === 403 && !explained) message = gettext("Your session has expired: reload the page and try again.");
-        showError(message, code);
-        return null;
-      }
-      const reader = response.body.getReader();
-      const decoder = new TextDecoder();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += decoder.decode(value, { stream: true });
-        let cut;
-        while ((cut = buffer.indexOf("\n\n")) >= 0) {
-          const chunk = buffer.slice(0, cut);
-          buffer = buffer.slice(cut + 2);
-          if (!chunk.startsWith("data: ")) continue;
-          const event = JSON.parse(chunk.slice(6));
-          if (event.delta) onDelta(event.delta);
-          if (event.notice) showNotice(event.notice);
-          if (event.error) showError(event.error.message || gettext("The model failed to answer. Please try again."));
-          if (event.done) final = event;
-        }
-      }
-    } catch (err) {
-      if (err.name !== "AbortError") showError(gettext("The connection was lost. Check your network and try again."));
+      return await StoreRun.stream(config.runUrl, body, { onDelta, onNotice: showNotice, onError: showError }, controller.signal);
     } finally {
       controller = null;
       setBusy(false);
     }
-    return final;
   }
 
   if (stopButton) stopButton.addEventListener("click", () => { if (controller) controller.abort(); });
