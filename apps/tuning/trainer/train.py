@@ -40,6 +40,7 @@ from apps.tuning.hyperparameters import (
     DEFAULT_EPOCHS,
     DEFAULT_LORA_RANK,
 )
+from apps.tuning.trainer import evaluation
 from apps.tuning.trainer.data import validate_file
 
 
@@ -66,6 +67,9 @@ class TrainConfig:
     eval_steps: int | None = None  # None: at each save
     warmup_ratio: float = 0.05
     max_steps: int | None = None  # stop after this many steps whatever n_epochs says (benchmarks, smoke runs)
+    # The evaluation gate's other side: the version `latest` names today, measured on this job's held-out data
+    # ({"reference": "<id>@v<N>", "model": its root's folder, "adapters": [folders merged onto it]}), or None.
+    compare: dict | None = None
 
     @property
     def effective_learning_rate(self) -> float:
@@ -89,6 +93,7 @@ class TrainResult:
     output_dir: str | None = None
     history: list[dict] = field(default_factory=list)
     kept_checkpoints: list[dict] = field(default_factory=list)  # {"step", "epoch", "path", "metrics"}, oldest first
+    evaluation: dict = field(default_factory=dict)  # base against tuned on the held-out data (trainer/evaluation.py)
 
 
 class Reporter(Protocol):
@@ -126,8 +131,15 @@ class PrintReporter:
 def run_training(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
     """Set up, fit, save. A run with a checkpoint in `config.work_dir` resumes from it."""
     trainer, bridge, resume = setup(config, reporter or PrintReporter())
-    result = fit(trainer, bridge, resume=resume)
+    before = evaluation.before_training(
+        trainer, work_dir=config.work_dir, held=bridge.held_out, source=bridge.held_source, seed=config.seed,
+        resume=resume, current=config.compare,
+        make_trainer=lambda model, tokenizer, examples: _evaluation_trainer(config, model, tokenizer, examples),
+    )
+    result = fit(trainer, bridge, resume=resume, val_before=(before.get("base") or {}).get("loss"))
     if result.status == "completed":
+        result.evaluation = evaluation.after_training(trainer, before=before, held=bridge.held_out,
+                                                      tuned_loss=result.val_loss_after)
         save(trainer, config, result)
         result.kept_checkpoints = kept_checkpoints(config.kept_dir)
     return result
@@ -141,12 +153,17 @@ def setup(config: TrainConfig, reporter: Reporter) -> tuple[SFTTrainer, Reporter
     parent = config.base_adapters[-1] if config.base_adapters else None
     tokenizer = AutoTokenizer.from_pretrained(adapter_tokenizer_path(config.base_model, parent) if parent else config.base_model)
     model = load_chain(config.base_model, config.base_adapters, dtype=torch.float32)
-    train = _dataset(config.train_file, config.method)
-    validation = _dataset(config.validation_file, config.method) if config.validation_file else None
+    train = _examples(config.train_file, config.method)
+    if config.validation_file:
+        bridge.held_out, bridge.held_source = _examples(config.validation_file, config.method), "validation_file"
+    else:  # no validation file: a seeded tenth of the training examples is held out (trainer/evaluation.py)
+        train, bridge.held_out = evaluation.holdout_split(train, seed=config.seed)
+        bridge.held_source = "held_out"
+    validation = Dataset.from_list(bridge.held_out) if bridge.held_out else None
     trainer = SFTTrainer(
         model=model,
         args=_arguments(config, validation=validation is not None),
-        train_dataset=train,
+        train_dataset=Dataset.from_list(train),
         eval_dataset=validation,
         processing_class=tokenizer,
         peft_config=_lora(config),
@@ -157,11 +174,18 @@ def setup(config: TrainConfig, reporter: Reporter) -> tuple[SFTTrainer, Reporter
     return trainer, bridge, resume
 
 
-def _dataset(path: str, method: str) -> Dataset:
+def _examples(path: str, method: str) -> list[dict]:
     report = validate_file(Path(path), expected="text" if method == "pretrain" else None, min_examples=1)
     if not report.ok:
         raise ValueError(f"{path}: " + "; ".join(str(p) for p in report.problems[:5]))
-    return Dataset.from_list(report.examples)
+    return report.examples
+
+
+def _evaluation_trainer(config: TrainConfig, model, tokenizer, examples: list[dict]) -> SFTTrainer:
+    """A trainer that only evaluates another model on `examples`, with the job's own arguments (same loss)."""
+    data = Dataset.from_list(examples)  # TRL asks for a training set too: the same few examples, never trained on
+    return SFTTrainer(model=model, args=_arguments(config, validation=True), train_dataset=data, eval_dataset=data,
+                      processing_class=tokenizer)
 
 
 def _arguments(config: TrainConfig, *, validation: bool) -> SFTConfig:
@@ -221,6 +245,9 @@ class ReporterCallback(TrainerCallback):
         self.started, self.tokens_at_start = time.monotonic(), 0
         self.epoch_end_step: int | None = None  # an epoch ended at this step: its save is to be kept
         self.saved_step = -1
+        # The examples evaluated on (the validation file's, or those held out of the training file) and which.
+        self.held_out: list[dict] = []
+        self.held_source = ""
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.started, self.tokens_at_start = time.monotonic(), state.num_input_tokens_seen
@@ -330,13 +357,14 @@ def _name_adapter_base(folder: Path, base_model_id: str | None) -> None:
 
 
 # --- Fit: the base model's validation loss, training (resumed or not), the tuned model's validation loss --------
-def fit(trainer: SFTTrainer, bridge: ReporterCallback, *, resume: str | None) -> TrainResult:
-    """Train to the end, or until the reporter asks to stop (status `stopped`: nothing is evaluated after)."""
+def fit(trainer: SFTTrainer, bridge: ReporterCallback, *, resume: str | None, val_before: float | None = None) -> TrainResult:
+    """Train to the end, or until the reporter asks to stop (status `stopped`: nothing is evaluated after).
+    `val_before`: the base's validation loss when measured already (also known to a resumed run)."""
     reporter = bridge.reporter
     validation = trainer.eval_dataset is not None
-    val_before = None
     if validation and resume is None:
-        val_before = float(trainer.evaluate()["eval_loss"])
+        if val_before is None:
+            val_before = float(trainer.evaluate()["eval_loss"])
         reporter.on_step(step=0, total_steps=0, metrics={"eval_loss": val_before})
     output = trainer.train(resume_from_checkpoint=resume)
     state = trainer.state
