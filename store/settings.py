@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "apps.knowledge",
     "apps.chat",
     "apps.tuning",
+    "apps.feedback",
     "apps.webhooks",
     "apps.compare",
     "apps.api",

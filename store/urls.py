@@ -12,6 +12,7 @@ urlpatterns = [
     path("accounts/", include("apps.accounts.urls")),
     path("models/", include("apps.registry.urls")),
     path("customize/", include("apps.tuning.urls")),
+    path("feedback/", include("apps.feedback.urls")),
     path("compare/", include("apps.compare.urls")),
     path("api/v1/", include("apps.api.urls")),
     path("v1/", include("apps.api.urls_openai")),

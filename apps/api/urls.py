@@ -3,6 +3,7 @@ from rest_framework.routers import SimpleRouter
 
 from apps.api.native import account, catalog, knowledge, registry, runs, tuning
 from apps.compare.api import ComparisonViewSet, LeaderboardView, VoteViewSet
+from apps.feedback.api import FeedbackViewSet
 from apps.webhooks.api import WebhookEndpointViewSet
 
 router = SimpleRouter()
@@ -14,6 +15,7 @@ router.register("files", tuning.FileViewSet, basename="file")
 router.register("jobs", tuning.JobViewSet, basename="job")
 router.register("models", registry.RegisteredModelViewSet, basename="model")
 router.register("webhooks", WebhookEndpointViewSet, basename="webhook")
+router.register("feedback", FeedbackViewSet, basename="feedback")
 router.register("comparisons", ComparisonViewSet, basename="comparison")
 router.register("votes", VoteViewSet, basename="vote")
 

@@ -50,6 +50,9 @@ class AppRun(models.Model):
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     finish_reason = models.CharField(max_length=16, blank=True)
+    # A signed-in user's run of a generator or translator form: the fingerprint of its prompt and answer
+    # (chat.services.exchange_digest), never the text. Feedback on the run keeps the text the rater sends with it.
+    text_digest = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import hashlib
+import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
@@ -83,6 +85,8 @@ class Run:
     streams_async: bool = False  # opened on the server's event loop: read them with `arun_events`
     sources: list[Source] = field(default_factory=list)  # the knowledge passages in the prompt, cited as [n]
     reading: asyncio.Event = field(default_factory=asyncio.Event, repr=False)  # a reader (or the clean-up) took it
+    exchange: list[dict] | None = None  # a form's generator/translator prompt, before knowledge: see exchange_digest
+    records: list[int] = field(default_factory=list)  # the AppRun ids `_record` wrote, one per choice
 
     def leak_guard(self) -> LeakGuard | None:
         """A guard for one choice of an app's run, unless the caller is the app's creator (it is theirs)."""
@@ -117,6 +121,7 @@ class Done:
     results: list[GenerationResult]
     conversation: Conversation | None = None
     sources: list[Source] = field(default_factory=list)
+    runs: list[int] = field(default_factory=list)  # the AppRun ids, one per choice (what feedback rates)
 
     @property
     def usage(self) -> dict:
@@ -129,6 +134,7 @@ class Done:
         return {
             "finish_reason": self.results[0].finish_reason,
             "conversation": self.conversation.pk if self.conversation else None,
+            "run": self.runs[0] if self.runs else None,
             "usage": {k: self.usage[k] for k in ("prompt_tokens", "completion_tokens")},
             "sources": [source.public() for source in self.sources],
         }
@@ -170,13 +176,14 @@ def app_run_start(*, caller: Caller, app: StoreApp, inputs: dict | None = None, 
     overrides = overrides or {}
     measure = measure or prompt_measure(spec)
     user_message = prompt.messages[-1]["content"]
+    exchange = prompt.messages if messages is None and turns is None else None
     prompt, sources = _with_knowledge(app, prompt, measure, max_tokens=overrides.get("max_tokens") or prompt.max_tokens)
     request = GenerationRequest(model=spec, messages=prompt.messages,
                                 params=replace(_app_sampling(app, prompt), **overrides))
     run = _run_start(caller=caller, app=app, request=request, measure=measure, n=n,
                      caller_max_tokens="max_tokens" in overrides, trimmed_turns=prompt.trimmed_turns,
                      stream_async=stream_async)
-    run.sources = sources
+    run.sources, run.exchange = sources, exchange
     if turns is not None:
         run.conversation = chat_turns_write(app=app, user=caller.user, turns=turns, message=user_message)
     return run
@@ -377,7 +384,7 @@ class _RunReader:
             _record_partial(self.run)
 
     def done(self) -> Done:
-        return Done(self.results, self.run.conversation, self.run.sources)
+        return Done(self.results, self.run.conversation, self.run.sources, runs=self.run.records)
 
 
 def run_events(run: Run) -> Iterator[Notice | Delta | ChoiceEnd | Done]:
@@ -510,12 +517,22 @@ def _record(run: Run, results: list[GenerationResult]) -> None:
             Message.objects.create(conversation=run.conversation, role=Message.Role.ASSISTANT, content=first.text,
                                    finish_reason=first.finish_reason)
             run.conversation.save(update_fields=["updated_at"])
-        AppRun.objects.bulk_create(
+        records = AppRun.objects.bulk_create(
             AppRun(app=run.app, model=r.model, user=user, api_key=run.caller.api_key, conversation=run.conversation,
-                   prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens, finish_reason=r.finish_reason)
+                   prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens, finish_reason=r.finish_reason,
+                   text_digest=exchange_digest(run.exchange, r.text) if run.exchange is not None and user else "")
             for r in results
         )
+    run.records = [r.pk for r in records]
     run.meter.settle(sum(r.total_tokens for r in results))
+
+
+def exchange_digest(messages: list[dict], answer: str) -> str:
+    """A fingerprint of a generator's or translator's exchange (its prompt and one answer), kept on its AppRun
+    instead of the text (runs keep no text): whoever rates the run later sends the text back, and the fingerprint
+    shows it is that run's (apps/feedback)."""
+    payload = json.dumps([messages, answer.strip()], ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def _record_partial(run: Run) -> None:

@@ -71,7 +71,9 @@ def customize(request):
     return render(request, "tuning/customize.html", {
         "upload_form": upload,
         "job_form": JobForm(user=request.user, model_choices=_model_choices(request.user),
-                            register_choices=_register_choices(request.user)),
+                            register_choices=_register_choices(request.user),
+                            # ?training_file=: a file chosen elsewhere (its page, the feedback export)
+                            initial={"training_file": request.GET.get("training_file", "")}),
         "files": selectors.training_file_list(user=request.user)[:50],
         "jobs": jobs,
         "limits": limits,

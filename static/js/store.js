@@ -205,6 +205,11 @@ window.StoreRun = (function () {
   const copyOutput = $('[data-action="copy-output"]');
   if (copyOutput) copyOutput.addEventListener("click", () => copyText(output.textContent, copyOutput));
 
+  // A run's answer is complete: feedback.js puts its thumbs under it (the run's id, and what it ran on).
+  function answered(final, inputs, answer) {
+    panel.dispatchEvent(new CustomEvent("store:answer", { detail: { anchor: copyOutput || output, run: final.run, inputs, answer } }));
+  }
+
   if (config.kind === "translator") {
     $('[data-action="swap"]').addEventListener("click", () => {
       const source = composer.elements.source, target = composer.elements.target;
@@ -218,7 +223,9 @@ window.StoreRun = (function () {
       e.preventDefault();
       output.textContent = "";
       const f = composer.elements;
-      await streamRun({ text: f.text.value, source: f.source.value, target: f.target.value }, (d) => { output.textContent += d; });
+      const inputs = { text: f.text.value, source: f.source.value, target: f.target.value };
+      const final = await streamRun(inputs, (d) => { output.textContent += d; });
+      if (final) answered(final, inputs, output.textContent);
     });
   }
 
@@ -231,6 +238,7 @@ window.StoreRun = (function () {
       let text = "";
       const final = await streamRun({ fields }, (d) => { text += d; output.innerHTML = renderMarkdown(text); });
       if (final) showSources(output, final.sources);
+      if (final) answered(final, { fields }, text);
     });
   }
 
@@ -324,6 +332,7 @@ window.StoreRun = (function () {
       if (regenerate) regenerate.hidden = data.messages.length === 0;
       const starters = $('[data-role="starters"]');
       if (starters) starters.hidden = data.messages.length > 0;
+      panel.dispatchEvent(new CustomEvent("store:conversation", { detail: { id: data.id } }));  // feedback.js
     }
 
     function editMessage(item) {

@@ -14,6 +14,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from apps.accounts.services import api_key_create
 from apps.catalog.models import Review, StoreApp
 from apps.chat.models import Conversation
+from apps.feedback.models import Feedback
 from apps.knowledge.models import KnowledgeFile
 from apps.knowledge.services import knowledge_file_upload
 from apps.registry.models import ModelAlias, RegisteredModel
@@ -87,6 +88,8 @@ def world(store, user, other_user, tiny_hf_dir, settings, tmp_path):
                                          "conversation_starters": ["Hi"], "temperature": 0.0, "max_tokens": 4})
     conversation = Conversation.objects.create(app=app, user=user, title="Garden talk")
     conversation.messages.create(role="user", content="hello")
+    answer = conversation.messages.create(role="assistant", content="Hello from the garden")
+    feedback = Feedback.objects.create(user=user, app=app, message=answer, rating="up")
 
     def processed_file():
         f = tuning.training_file_create(owner=user, upload=SimpleUploadedFile("a.jsonl", chat_lines().encode()))
@@ -105,7 +108,7 @@ def world(store, user, other_user, tiny_hf_dir, settings, tmp_path):
     knowledge = knowledge_file_upload(app=app, user=user, upload=SimpleUploadedFile("garden.md", b"# Roses\n\nPrune in March."))
     settings.WEBHOOK_ALLOWED_NETWORKS, settings.WEBHOOK_ALLOW_HTTP = ["127.0.0.0/8"], True
     hook, _ = webhook_endpoint_create(owner=user, url="http://127.0.0.1:9/hook", description="Garden hook")
-    return {"knowledge": knowledge.pk, "hook": hook.public_id, "app": app, "conversation": conversation, "file": spare, "used_file": used, "job": job, "ft": ft_name, "spare_ft": spare_ft, "keys": keys}
+    return {"feedback": feedback, "knowledge": knowledge.pk, "hook": hook.public_id, "app": app, "conversation": conversation, "file": spare, "used_file": used, "job": job, "ft": ft_name, "spare_ft": spare_ft, "keys": keys}
 
 
 def plan(w) -> list[Call]:
@@ -138,6 +141,12 @@ def plan(w) -> list[Call]:
         Call("GET", "/api/v1/conversations/{id}/", {"id": conv}),
         Call("GET", "/api/v1/conversations/{id}/messages/", {"id": conv}),
         Call("PATCH", "/api/v1/conversations/{id}/", {"id": conv}, body={"title": "Roses"}),
+        # Feedback on answers: the rater's alone
+        Call("GET", "/api/v1/feedback/", other=None),
+        Call("POST", "/api/v1/feedback/", body={"message": w["feedback"].message_id, "rating": "down", "correction": "Better"}),
+        Call("GET", "/api/v1/feedback/{id}/", {"id": w["feedback"].pk}),
+        Call("PATCH", "/api/v1/feedback/{id}/", {"id": w["feedback"].pk}, body={"rating": "up"}),
+        Call("POST", "/api/v1/feedback/export/", body={}, owner=400, other=None),  # one rated answer: too few
         # Customization
         Call("GET", "/api/v1/files/", other=None),
         Call("POST", "/api/v1/files/", body={}, multipart=True, owner=201, other=None),
@@ -185,6 +194,7 @@ def plan(w) -> list[Call]:
         Call("POST", "/api/v1/jobs/{id}/cancel/", {"id": job}, owner=409),  # cancelled just above, by /v1
         # Deletions last
         Call("DELETE", "/api/v1/apps/{slug}/reviews/", {"slug": "chatbot"}, owner=204, other_params=mine),
+        Call("DELETE", "/api/v1/feedback/{id}/", {"id": w["feedback"].pk}, owner=204),
         Call("DELETE", "/api/v1/conversations/{id}/", {"id": conv}, owner=204),
         Call("DELETE", "/v1/files/{file_id}", {"file_id": f}),
         Call("DELETE", "/api/v1/files/{id}/", {"id": w["used_file"].public_id}, owner=409),  # jobs refer to it
@@ -228,6 +238,7 @@ def test_every_endpoint_by_nobody_another_user_and_the_owner(client, world, user
     app = StoreApp.objects.get(pk=world["app"].pk)
     assert app.name == "Secret Garden" and app.visibility == "private" and app.versions.count() == 2
     assert Conversation.objects.get(pk=world["conversation"].pk).title == "Garden talk"
+    assert Feedback.objects.get(pk=world["feedback"].pk).rating == "up" and not Feedback.objects.filter(user=other_user).exists()
     assert FineTuningJob.objects.get(pk=world["job"].pk).status == "validating_files"
     assert FineTuningJob.objects.filter(owner=other_user).count() == 0
     assert TrainingFile.objects.filter(pk=world["file"].pk).exists()
