@@ -3,7 +3,7 @@ comparison is a 404, for reading and for voting on it."""
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
@@ -75,6 +75,7 @@ class ComparisonViewSet(StoreAPIMixin, mixins.ListModelMixin, viewsets.GenericVi
     """The caller's side-by-side comparisons (made on /compare/): both answers with their public settings."""
 
     serializer_class = ComparisonSerializer
+    lookup_value_regex = "[0-9]+"
 
     def get_queryset(self):
         return selectors.comparison_list(user=self.request.user)
@@ -82,6 +83,7 @@ class ComparisonViewSet(StoreAPIMixin, mixins.ListModelMixin, viewsets.GenericVi
     def list(self, request):
         return self.paged(self.get_queryset(), ComparisonSerializer, ordering=("-created_at", "-id"))
 
+    @extend_schema(parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH)])
     def retrieve(self, request, pk):
         return Response(ComparisonSerializer(selectors.access_comparison(user=request.user, comparison_id=pk)).data)
 

@@ -15,6 +15,7 @@ from apps.accounts.services import api_key_create
 from apps.catalog.models import Review, StoreApp
 from apps.chat.models import Conversation
 from apps.feedback.models import Feedback
+from apps.compare.models import Answer, Comparison, Vote
 from apps.knowledge.models import KnowledgeFile
 from apps.knowledge.services import knowledge_file_upload
 from apps.registry.models import ModelAlias, RegisteredModel
@@ -108,7 +109,11 @@ def world(store, user, other_user, tiny_hf_dir, settings, tmp_path):
     knowledge = knowledge_file_upload(app=app, user=user, upload=SimpleUploadedFile("garden.md", b"# Roses\n\nPrune in March."))
     settings.WEBHOOK_ALLOWED_NETWORKS, settings.WEBHOOK_ALLOW_HTTP = ["127.0.0.0/8"], True
     hook, _ = webhook_endpoint_create(owner=user, url="http://127.0.0.1:9/hook", description="Garden hook")
-    return {"feedback": feedback, "knowledge": knowledge.pk, "hook": hook.public_id, "app": app, "conversation": conversation, "file": spare, "used_file": used, "job": job, "ft": ft_name, "spare_ft": spare_ft, "keys": keys}
+    comparison = Comparison.objects.create(owner=user, kind="model", messages=[{"role": "user", "content": "Hi"}])
+    Answer.objects.bulk_create(Answer(comparison=comparison, side=side, entry=ref, reference=ref, label=ref, text="Hello",
+                                      finish_reason="stop", started_at=comparison.created_at, finished_at=comparison.created_at)
+                               for side, ref in (("a", f"{ft_name}@v1"), ("b", f"{ft_name}@v2")))
+    return {"feedback": feedback, "comparison": comparison.pk, "knowledge": knowledge.pk, "hook": hook.public_id, "app": app, "conversation": conversation, "file": spare, "used_file": used, "job": job, "ft": ft_name, "spare_ft": spare_ft, "keys": keys}
 
 
 def plan(w) -> list[Call]:
@@ -174,6 +179,12 @@ def plan(w) -> list[Call]:
         Call("PATCH", "/api/v1/webhooks/{id}/", {"id": w["hook"]}, body={"description": "Renamed hook"}),
         Call("GET", "/api/v1/webhooks/{id}/deliveries/", {"id": w["hook"]}),
         Call("POST", "/api/v1/webhooks/{id}/rotate-secret/", {"id": w["hook"]}, body={}),
+        # Comparisons (made on /compare/), votes and the leaderboard: the owner's alone
+        Call("GET", "/api/v1/comparisons/", other=None),
+        Call("GET", "/api/v1/comparisons/{id}/", {"id": w["comparison"]}),
+        Call("POST", "/api/v1/votes/", body={"comparison": w["comparison"], "outcome": "b"}, owner=201),
+        Call("GET", "/api/v1/votes/", other=None),
+        Call("GET", "/api/v1/leaderboard/", other=None),
         Call("GET", "/api/v1/usage/", other=None),
         Call("GET", "/api/v1/me/", other=None),
         # /v1, OpenAI's face
@@ -228,7 +239,7 @@ def test_every_endpoint_by_nobody_another_user_and_the_owner(client, world, user
         assert response.status_code == call.other, (call.method, call.route, response.status_code, response.content[:300])
         error_of(response)
     owner_ids = {world["app"].slug, world["file"].public_id, world["used_file"].public_id, world["job"].public_id, world["ft"], world["spare_ft"],
-                 str(world["conversation"].pk), f"app:{world['app'].slug}", world["hook"]}
+                 str(world["conversation"].pk), f"app:{world['app'].slug}", world["hook"], str(world["comparison"])}
     for call in calls:
         if call.other is None and call.method == "GET":
             body = send(client, call, other_key, call.params).content.decode()
@@ -246,6 +257,7 @@ def test_every_endpoint_by_nobody_another_user_and_the_owner(client, world, user
     assert not Review.objects.filter(user=other_user).exists()
     assert list(KnowledgeFile.objects.values_list("app", flat=True)) == [world["app"].pk]
     assert WebhookEndpoint.objects.get(public_id=world["hook"]).description == "Garden hook"
+    assert not Vote.objects.exists()
 
     # The owner: each call does what it says.
     owner_key = world["keys"]["owner"]
@@ -259,6 +271,7 @@ def test_every_endpoint_by_nobody_another_user_and_the_owner(client, world, user
     assert FineTuningJob.objects.get(pk=world["job"].pk).status == "cancelled"
     assert not Conversation.objects.filter(pk=world["conversation"].pk).exists()
     assert not WebhookEndpoint.objects.filter(public_id=world["hook"]).exists()
+    assert Vote.objects.get(comparison_id=world["comparison"]).outcome == "b"
 
 
 def test_a_browser_session_works_with_csrf(client, world, user):
