@@ -22,7 +22,14 @@ from apps.tuning.selectors import (
     training_file_list,
 )
 
-METHOD_TYPES = {"supervised": "lora", "lora": "lora", "full": "full", "pretrain": "pretrain"}
+# `scratch` pre-trains a new model: method {"type": "scratch", "scratch": {"hyperparameters": {"preset": "tiny",
+# "tokenizer": "base"}}}, `model` naming the model whose tokenizer it borrows.
+# `classification` trains a classifier head: {"type": "classification", "classification": {"hyperparameters":
+# {"n_epochs": 3, "classifier_body": "lora" | "full"}}}, on a JSONL file of {"text", "label"}.
+METHOD_TYPES = {"supervised": "lora", "lora": "lora", "full": "full", "pretrain": "pretrain", "scratch": "scratch",
+                "classification": "classification"}
+# Methods of the store's own whose settings come back in a block of their own name (OpenAI's shape for its types).
+OWN_METHOD_BLOCKS = ("classification", "scratch")
 # The request field a job's error names (OpenAI's `error.param`).
 ERROR_PARAMS = {"invalid_training_file": "training_file", "invalid_validation_file": "validation_file"}
 
@@ -41,9 +48,11 @@ def file_object(f: TrainingFile) -> dict:
 
 def job_object(job: FineTuningJob) -> dict:
     # OpenAI's three at the top level; the method's object adds the LoRA settings where the job trains an adapter.
-    openai_hyper = {h.name: job.hyperparameters.get(h.name) for h in HYPERPARAMETERS if not h.adapter_only}
-    method_hyper = {h.name: job.hyperparameters.get(h.name) for h in HYPERPARAMETERS
-                    if not h.adapter_only or job.method != FineTuningJob.Method.FULL}
+    applying = [h for h in HYPERPARAMETERS if h.applies(job.method)]
+    openai_hyper = {h.name: job.hyperparameters.get(h.name) for h in applying if not h.adapter_only and h.methods is None}
+    full_weights = job.method == FineTuningJob.Method.FULL or job.hyperparameters.get("classifier_body") == "full"
+    method_hyper = {h.name: job.hyperparameters.get(h.name) for h in applying if not h.adapter_only or not full_weights}
+    block = job.method if job.method in OWN_METHOD_BLOCKS else "supervised"
     return {
         "object": "fine_tuning.job", "id": job.public_id, "created_at": _ts(job.created_at), "finished_at": _ts(job.finished_at),
         "model": job.base_reference, "fine_tuned_model": job.fine_tuned_model or None, "organization_id": f"user-{job.owner_id}",
@@ -53,7 +62,7 @@ def job_object(job: FineTuningJob) -> dict:
         "error": {"code": job.error_code, "message": job.error_message, "param": ERROR_PARAMS.get(job.error_code)}
         if job.error_code else None,
         "estimated_finish": finetune_job_estimated_finish(job=job), "integrations": [], "metadata": job.metadata or None,
-        "method": {"type": "supervised" if job.method == "lora" else job.method, "supervised": {"hyperparameters": method_hyper}},
+        "method": {"type": "supervised" if job.method == "lora" else job.method, block: {"hyperparameters": method_hyper}},
     }
 
 
@@ -169,7 +178,7 @@ class JobListView(OpenAIView):
         method = data.get("method") or {"type": "supervised"}
         kind = METHOD_TYPES.get(method.get("type"))
         if kind is None:
-            raise InvalidRequest("method.type is supervised, lora, full or pretrain.", param="method.type")
+            raise InvalidRequest(f"method.type is one of {', '.join(METHOD_TYPES)}.", param="method.type")
         hyper = dict(data.get("hyperparameters") or {})
         hyper |= (method.get(method["type"]) or {}).get("hyperparameters") or {}
         training = _file(request, data["training_file"])

@@ -131,9 +131,10 @@ class _CompletionBase(OpenAIView, abc.ABC):
         if not data["model"].startswith(APP_PREFIX):
             return chat_services.model_run_start(caller=caller, reference=data["model"], params=serializer.sampling_params(),
                                                  n=n, stream_async=stream_async, **self.request_kwargs(data))
+        app = _app(request, data["model"])
+        chat_services.generating_app_check(app)  # a classifier app: a 400 that names its endpoint
         if not isinstance(self, ChatCompletionView):
             raise InvalidRequest("Apps answer on /v1/chat/completions.", param="model")
-        app = _app(request, data["model"])
         extra = request.data if isinstance(request.data, dict) else {}
         inputs = {name: extra.get(field) or "" for field, name in TRANSLATOR_FIELDS.items()}
         inputs["target"] = inputs["target"] or "English"  # DESIGN: the translator's target is English by default

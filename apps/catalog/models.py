@@ -55,6 +55,7 @@ class StoreApp(TimeStampedModel):
         CHATBOT = "chatbot", _("Chatbot")
         GENERATOR = "generator", _("Text generator")
         TRANSLATOR = "translator", _("Translator")
+        CLASSIFIER = "classifier", _("Classifier")
 
     class Visibility(models.TextChoices):
         PRIVATE = "private", _("Only me")

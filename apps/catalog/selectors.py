@@ -111,13 +111,17 @@ def app_list_owned(*, user) -> QuerySet[StoreApp]:
     )
 
 
-def builder_model_choices(*, user) -> list[tuple[str, str]]:
+def builder_model_choices(*, user, classifiers: bool = False) -> list[tuple[str, str]]:
     """The models an app of `user` may run on (the builder's model picker; /compare/ offers the same): the store's
     models and the user's own. The first choice of each model is its alias `latest` (the app follows it as it
-    moves); its other aliases and each ready version (`@v<N>`: the app stays on it) follow."""
+    moves); its other aliases and each ready version (`@v<N>`: the app stays on it) follow. Models that generate,
+    or (`classifiers`) the classifiers, which serve classifier apps only (a model's task is its latest version's)."""
     choices = []
     for model in registered_model_list(user=user).prefetch_related("versions"):
         if model.owner_id is not None and model.owner_id != user.pk:
+            continue
+        newest = max(model.versions.all(), key=lambda v: v.number, default=None)
+        if newest is None or (newest.task == newest.Task.CLASSIFIER) != classifiers:
             continue
         label = model.name if model.owner_id is None else f"{model.name} ({_('your fine-tune')})"
         choices.append((f"{model.name}@latest", label))
@@ -127,6 +131,14 @@ def builder_model_choices(*, user) -> list[tuple[str, str]]:
         choices += [(v.reference, v.reference) for v in sorted(model.versions.all(), key=lambda v: -v.number)
                     if v.status == v.Status.READY]
     return choices
+
+
+def builder_model_groups(*, user) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The builder's picker in two groups: models that generate (chatbots, generators) and classifiers (classifier
+    apps); saving an app refuses a model of the other group (catalog.services.model_task_check)."""
+    groups = [(_("Chat and language models"), builder_model_choices(user=user)),
+              (_("Classifiers (for classifier apps)"), builder_model_choices(user=user, classifiers=True))]
+    return [(name, choices) for name, choices in groups if choices]
 
 
 def conversation_count_label(count: int) -> str:

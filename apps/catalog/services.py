@@ -24,6 +24,7 @@ from apps.catalog.models import (
     link_token_new,
 )
 from apps.core.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from apps.registry.models import ModelVersion
 from apps.registry.selectors import model_version_resolve
 
 MAX_SECRET_STRINGS = 20
@@ -52,8 +53,21 @@ def store_seed() -> int:
         )
         if new:
             _version_record(app=app, user=None)
+        elif app.is_builtin and _builtin_refresh(app, fields):
+            _version_record(app=app, user=None)  # a store whose built-ins predate a change in builtin.py gets it
         created += new
     return created
+
+
+def _builtin_refresh(app: StoreApp, fields: dict) -> bool:
+    """Bring a built-in app's settings to builtin.py's (its prompts and decoding settings are measured there, by
+    bench/quality.py); True when something changed."""
+    changed = [name for name, value in fields.items() if getattr(app, name) != value]
+    for name in changed:
+        setattr(app, name, fields[name])
+    if changed:
+        app.save(update_fields=[*changed, "updated_at"])
+    return bool(changed)
 
 
 def template_fields(template: str) -> list[str]:
@@ -84,7 +98,8 @@ def _clean(data: dict, *, user) -> dict:
         raise InvalidRequest(f"At most {MAX_SECRET_STRINGS} secret strings of up to 200 characters.", param="secret_strings")
     data["secret_strings"] = secrets
     reference = data.get("model_reference") or default_model_reference()
-    model_version_resolve(reference=reference, user=user)  # NotFound for a model the creator may not use
+    version = model_version_resolve(reference=reference, user=user)  # NotFound for a model the creator may not use
+    model_task_check(kind=data.get("kind") or StoreApp.Kind.CHATBOT, version=version)
     data["model_reference"] = reference
     if data.get("kind") == StoreApp.Kind.GENERATOR:
         fields = template_fields(data.get("prompt_template") or "")
@@ -92,6 +107,18 @@ def _clean(data: dict, *, user) -> dict:
             raise InvalidRequest("A generator needs a prompt template with at least one {field}.", param="prompt_template")
         data["input_fields"] = [{"name": f, "label": f.replace("_", " ").capitalize(), "type": "textarea", "required": True} for f in fields]
     return data
+
+
+def model_task_check(*, kind: str, version: ModelVersion) -> None:
+    """A classifier app runs on a classifier, every other kind on a model that generates: one rule for the builder,
+    /api/v1 and any other face that saves an app."""
+    if kind == StoreApp.Kind.CLASSIFIER and version.task != ModelVersion.Task.CLASSIFIER:
+        raise InvalidRequest(_("A classifier app needs a classifier model: train one with the classification method on "
+                               "the Customize page, then pick it under Classifiers."), param="model_reference")
+    if kind != StoreApp.Kind.CLASSIFIER and version.task == ModelVersion.Task.CLASSIFIER:
+        raise InvalidRequest(_("%(model)s is a classifier: it labels text and cannot chat or generate. Choose the kind "
+                               "Classifier for this app, or pick a chat model.") % {"model": version.registered_model.name},
+                             param="model_reference")
 
 
 def _unique_slug(name: str) -> str:

@@ -165,7 +165,7 @@ def build_list(request):
 @require_http_methods(["GET", "POST"])
 def build_new(request):
     form = AppForm(
-        request.POST or None, request.FILES or None, model_choices=selectors.builder_model_choices(user=request.user),
+        request.POST or None, request.FILES or None, model_choices=selectors.builder_model_groups(user=request.user),
         initial={"kind": StoreApp.Kind.CHATBOT, "model_reference": request.GET.get("model")},  # from a finished job
     )
     if request.method == "POST" and form.is_valid():
@@ -183,7 +183,7 @@ def build_new(request):
 @require_http_methods(["GET", "POST"])
 def build_edit(request, slug):
     app = _page_app(access_app_owned, request, slug)
-    form = AppForm(request.POST or None, request.FILES or None, instance=app, model_choices=selectors.builder_model_choices(user=request.user))
+    form = AppForm(request.POST or None, request.FILES or None, instance=app, model_choices=selectors.builder_model_groups(user=request.user))
     if request.method == "POST" and form.is_valid():
         try:
             services.app_update(app=app, user=request.user, data=form.cleaned_data)

@@ -49,7 +49,13 @@ from apps.chat.guard import LeakGuard
 from apps.chat.models import AppRun, Conversation, Message
 from apps.core.errors import InvalidRequest
 from apps.core.streaming import map_events
-from apps.inference.services import engine_get, model_spec_resolve, prompt_measure
+from apps.inference.services import (
+    classification_run,
+    engine_get,
+    model_spec_for,
+    model_spec_resolve,
+    prompt_measure,
+)
 from apps.inference.types import (
     EngineOverloaded,
     GenerationRequest,
@@ -58,6 +64,8 @@ from apps.inference.types import (
     SamplingParams,
 )
 from apps.knowledge.selectors import Source, app_has_knowledge, knowledge_sources
+from apps.registry.models import ModelVersion
+from apps.registry.selectors import model_version_resolve
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +166,7 @@ def app_run_start(*, caller: Caller, app: StoreApp, inputs: dict | None = None, 
     `stream_async`: the face streams the answer from an ASGI server (see the module's docstring)."""
     if not caller.user.is_authenticated and not app.is_builtin:
         raise InvalidRequest("Log in to use apps made by the community.", code="login_required")
+    generating_app_check(app)
     inputs = inputs or {}
     spec = model_spec_resolve(user=app.creator, reference=app.model_reference)
     turns, measure = None, None
@@ -189,6 +198,14 @@ def app_run_start(*, caller: Caller, app: StoreApp, inputs: dict | None = None, 
     return run
 
 
+def generating_app_check(app: StoreApp) -> None:
+    """A classifier app labels text (`app_classify`); asked to generate (/v1's completions), it says where it answers."""
+    if app.kind == StoreApp.Kind.CLASSIFIER:
+        raise InvalidRequest(f"app:{app.slug} is a classifier app: it labels text and does not generate. Classify "
+                             f"with POST /api/v1/apps/{app.slug}/runs/ and {{\"text\": ...}}.", param="model",
+                             code="model_is_classifier")
+
+
 def _with_knowledge(app: StoreApp, prompt: prompts.Prompt, measure, *, max_tokens: int) -> tuple[prompts.Prompt, list[Source]]:
     """The app's knowledge passages for the newest turns, in the room the context has left after the instructions,
     the history and the answer (the same on every face: pages, /api/v1 and /v1 `app:` calls)."""
@@ -215,10 +232,59 @@ def model_run_start(*, caller: Caller, reference: str, params: SamplingParams, m
             prompts.text_check(message["content"], f"messages[{index}].content")
     else:
         prompts.text_check(prompt, "prompt")
-    spec = model_spec_resolve(user=caller.user, reference=reference)
+    version = model_version_resolve(reference=reference, user=caller.user)
+    if version.task == ModelVersion.Task.CLASSIFIER:
+        raise InvalidRequest(f"{reference} is a classifier: it labels text and does not generate. Build a classifier "
+                             "app on it and classify with POST /api/v1/apps/<slug>/runs/.", param="model",
+                             code="model_is_classifier")
+    spec = model_spec_for(version)
     request = GenerationRequest(model=spec, messages=messages, prompt=prompt, params=params)
     return _run_start(caller=caller, app=None, request=request, measure=prompt_measure(spec), n=n,
                       caller_max_tokens=params.max_tokens is not None, stream_async=stream_async)
+
+
+@dataclass
+class Classification:
+    """A classifier app's run: the label, every label's probability, and what it cost."""
+
+    label: str
+    scores: dict[str, float]
+    usage: dict
+    run: int
+    limit_headers: dict = field(default_factory=dict)
+
+    def public(self) -> dict:
+        return {"label": self.label, "scores": self.scores, "usage": self.usage, "run": self.run}
+
+
+def app_classify(*, caller: Caller, app: StoreApp, text) -> Classification:
+    """Run a classifier app on one text: one forward pass, no stream. The same steps as a generation (resolve,
+    validate, admit, run, record one AppRun with the text's tokens as its prompt); empty text is refused before
+    admission, over-long text by the engine (a 400 that names the classifier's context)."""
+    if not caller.user.is_authenticated and not app.is_builtin:
+        raise InvalidRequest("Log in to use apps made by the community.", code="login_required")
+    version = model_version_resolve(reference=app.model_reference, user=app.creator)
+    if version.task != ModelVersion.Task.CLASSIFIER:
+        raise InvalidRequest(_("This app's model is not a classifier: its creator must pick one in the builder."),
+                             param="model", code="model_not_classifier")
+    prompts.text_check(text, "text")
+    if not text.strip():
+        raise InvalidRequest(_("Type a text to classify."), param="text")
+    who = {"user": caller.user, "api_key": caller.api_key, "address": caller.address}
+    meter = Meter(quotas=[], slots=[])
+    meter.quotas, headers = quotas_take(**who)
+    try:
+        [result] = classification_run(spec=model_spec_for(version), texts=[text])
+    except BaseException:
+        meter.refuse()  # nothing was served: the request goes back to the quota
+        raise
+    meter.start(result["tokens"])
+    record = AppRun.objects.create(
+        app=app, model=version.reference, user=caller.user if caller.user.is_authenticated else None,
+        api_key=caller.api_key, prompt_tokens=result["tokens"], completion_tokens=0, finish_reason="stop",
+    )
+    return Classification(label=result["label"], scores=result["scores"], run=record.pk, limit_headers=headers,
+                          usage={"prompt_tokens": result["tokens"], "completion_tokens": 0})
 
 
 def _run_start(*, caller: Caller, app, request: GenerationRequest, measure, n: int, caller_max_tokens: bool,

@@ -20,7 +20,8 @@ from apps.chat.conversations import (
     conversation_delete,
     conversation_rename,
 )
-from apps.chat.services import Caller, app_run_start, run_app_events
+from apps.catalog.models import StoreApp
+from apps.chat.services import Caller, app_classify, app_run_start, run_app_events
 from apps.core.errors import InvalidRequest, StoreError, error_body_for
 from apps.core.streaming import sse_events, sse_response, streams_async
 
@@ -40,10 +41,15 @@ def _error(exc: StoreError) -> JsonResponse:
 
 
 def _stream_run(request, find_app):
-    """Start the app that `find_app()` returns and stream its answer; bad input is a JSON 4xx instead."""
+    """Start the app that `find_app()` returns and stream its answer; bad input is a JSON 4xx instead. A classifier
+    app's answer is one JSON object (`label`, `scores`, `usage`, `run`): one forward pass, nothing to stream."""
+    caller = Caller(request.user, address=client_address(request.META))
     try:
-        run = app_run_start(caller=Caller(request.user, address=client_address(request.META)), app=find_app(),
-                            inputs=_json_body(request), stream_async=streams_async(request))
+        app = find_app()
+        if app.kind == StoreApp.Kind.CLASSIFIER:
+            outcome = app_classify(caller=caller, app=app, text=_json_body(request).get("text", ""))
+            return JsonResponse(outcome.public(), headers=outcome.limit_headers)
+        run = app_run_start(caller=caller, app=app, inputs=_json_body(request), stream_async=streams_async(request))
     except StoreError as exc:  # the engine's errors included (a busy model: 503 with Retry-After)
         return _error(exc)
     response = sse_response(request, sse_events(run_app_events(run)))

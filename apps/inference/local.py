@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 import torch
 
 from apps.inference.cache import ModelCache
+from apps.inference.classifier import ClassifierEngine
 from apps.inference.loading import LoadedModel, load_model
 from apps.inference.sampling import TokenSampler
 from apps.inference.scheduler import BEAM_MAX_NEW_TOKENS, BatchScheduler, Sequence
@@ -33,6 +34,12 @@ from apps.inference.types import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+def plain_prompt(messages: list[dict]) -> str:
+    """Chat messages as plain text, for a model with no chat template: their contents in order, a blank line
+    between them, nothing after the last (the model continues it)."""
+    return "\n\n".join(m["content"].strip() for m in messages if m["content"].strip())
 
 
 class LocalEngine:
@@ -59,6 +66,8 @@ class LocalEngine:
         self.max_batch = max_batch
         self.queue_limit = queue_limit
         self.cache = ModelCache(self._load, max_bytes=max_cache_bytes)
+        # Classifiers (task `classifier`) on transformers, beside the chat models: one forward pass, float32.
+        self.classifier = ClassifierEngine(max_cache_bytes=max_cache_bytes, device=self.device)
         # Stop the scheduler threads before the interpreter tears torch down under them.
         atexit.register(self.close)
 
@@ -85,10 +94,18 @@ class LocalEngine:
         logger.info("loaded %s in %.1fs (%.0f MB)", spec.key, time.monotonic() - started, loaded.nbytes / 2**20)
         return loaded
 
+    def classify(self, spec: ModelSpec, texts) -> list[dict]:
+        """Each text's {"label", "scores", "tokens"} (as the remote engine answers it)."""
+        return [c.as_dict() for c in self.classifier.classify(spec, texts)]
+
     def prompt_ids(self, loaded: LoadedModel, request: GenerationRequest, *, add_generation_prompt: bool = True,
                    add_special_tokens: bool = False) -> list[int]:
         """The prompt as generation encodes it (the defaults); the other flags serve /tokenize callers."""
         tokenizer = loaded.tokenizer
+        if request.messages is not None and not tokenizer.chat_template:
+            # A plain language model (task `text`, e.g. pre-trained from scratch) has no chat template: the messages
+            # become one text that the model continues, on every face (chat, generator apps, /v1).
+            return tokenizer(plain_prompt(request.messages), add_special_tokens=add_special_tokens)["input_ids"]
         if request.messages is not None:
             return list(tokenizer.apply_chat_template(request.messages, add_generation_prompt=add_generation_prompt,
                                                       tokenize=True, return_dict=False))

@@ -247,6 +247,21 @@ class RemoteEngine:
             count = len(request.prompt or "") // 3 + 1
         return TokenCount(count, self.estimate_context)
 
+    def classify(self, spec: ModelSpec, texts) -> list[dict]:
+        """Each text's {"label", "scores", "tokens"}, from the store's model server's `POST /v1/classify` (vLLM has no
+        classification heads)."""
+        if self.vllm is not None:
+            raise ModelNotServable(f"{spec.key} is a classifier: vLLM does not serve classifiers; run the store's model "
+                                   "server for them.")
+        try:
+            answer = self.client.post(f"{self.root}/v1/classify", body={"model": spec.key, "input": texts},
+                                      cast_to=httpx2.Response)
+            return [{k: row[k] for k in ("label", "scores", "tokens")} for row in answer.json()["data"]]
+        except openai.APIError as exc:
+            raise translate_error(exc) from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelUnavailable(f"the model server's /v1/classify answered something else than labels: {exc}") from exc
+
     # -- health ------------------------------------------------------------------------------------------------
 
     def check(self, model: str | ModelSpec | None = None, *, timeout: float = CHECK_TIMEOUT) -> str:

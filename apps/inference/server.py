@@ -11,6 +11,10 @@ owns every loaded model: the web tier, on the remote engine, generates through i
   away (streaming or not) cancels its generation at once.
 - `POST /tokenize` (vLLM's shape): `{"model", "messages" | "prompt", "add_generation_prompt": true,
   "add_special_tokens": false}` → `{"count", "max_model_len", "tokens"}`, counted as generation encodes the prompt.
+- `POST /v1/classify` (the store's own): `{"model": <a classifier>, "input": text | [texts]}` →
+  `{"object": "list", "model", "data": [{"index", "label", "scores": {label: probability}, "tokens"}], "usage"}`;
+  always on transformers (apps/inference/classifier.py), whatever INFERENCE_ENGINE is; a classifier on the
+  completion endpoints, or another model here, is a 400 that names the right endpoint.
 - `GET /health`: `{"status": "ok"}` (liveness); `GET /health?model=<ref>` (token): loads the model or answers
   its error (404 unknown, 503 cannot load). `GET /v1/models` (token): the models loaded now.
 - `model` is a registry reference `<id>@v<N>` (or `<id>` alone: its highest version), found on disk as
@@ -57,6 +61,7 @@ from apps.core.errors import (
     error_body,
     error_body_for,
 )
+from apps.inference.classifier import ClassifierEngine, is_classifier_folder
 from apps.inference.layout import ADAPTER_CHAIN_MAX, LayoutError, folder_for_model_id
 from apps.inference.local import LocalEngine
 from apps.inference.token import shared_token
@@ -322,9 +327,10 @@ async def _until_disconnect(receive: Receive) -> None:
 
 # --- the app ----------------------------------------------------------------------------------------------------
 class ModelServer:
-    def __init__(self, engine: LocalEngine, *, registry_root: str | Path):
+    def __init__(self, engine: LocalEngine, *, registry_root: str | Path, classifier: ClassifierEngine | None = None):
         self.engine = engine
         self.registry = RegistryFolders(registry_root)
+        self.classifier = classifier or ClassifierEngine()
 
     def _log(self, request: Request, model: str, status: int | str, started: float, result: GenerationResult | None = None,
              note: str = "") -> None:
@@ -351,6 +357,9 @@ class ModelServer:
                 raise InvalidRequest("stream_options must be an object.", param="stream_options")
             include_usage = bool(options.get("include_usage"))
             spec = self.registry.spec(model)
+            if is_classifier_folder(spec.path):
+                raise InvalidRequest(f"{model} is a classifier: it labels text on /v1/classify, it does not generate.",
+                                     param="model", code="model_is_classifier")
             events = await self.engine.astream(GenerationRequest(model=spec, params=params, **inputs))
         except StoreError as exc:
             self._log(request, model, exc.status, started, note=exc.code)
@@ -415,6 +424,25 @@ class ModelServer:
         finally:
             await events.aclose()  # a client gone: the sequence is cancelled here
             self._log(request, answer.model, status, started, result, note="stream")
+
+    async def classify(self, request: Request):
+        started, model = time.monotonic(), ""
+        try:
+            data = await _json_body(request)
+            model = _model_name(data)
+            spec = self.registry.spec(model)
+            if not is_classifier_folder(spec.path):
+                raise InvalidRequest(f"{model} is not a classifier: generate with it on /v1/chat/completions.",
+                                     param="model", code="model_not_classifier")
+            results = await asyncio.to_thread(self.classifier.classify, spec, data.get("input"))
+        except StoreError as exc:
+            self._log(request, model, exc.status, started, note=exc.code)
+            return _error_response(exc)
+        tokens = sum(r.tokens for r in results)
+        self._log(request, model, 200, started, note=f"texts={len(results)} tokens={tokens}")
+        return JSONResponse({"object": "list", "model": model,
+                             "data": [{"index": i, **r.as_dict()} for i, r in enumerate(results)],
+                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     async def tokenize(self, request: Request):
         started, model = time.monotonic(), ""
@@ -507,10 +535,11 @@ def create_app(engine: LocalEngine, *, registry_root: str | Path, token: str, qu
         raise ValueError("the model server needs a token (INFERENCE_REMOTE_API_KEY or the shared token file)")
     if queue_limit is not None:
         engine.queue_limit = queue_limit
-    server = ModelServer(engine, registry_root=registry_root)
+    server = ModelServer(engine, registry_root=registry_root, classifier=getattr(engine, "classifier", None))
     routes = [
         Route("/v1/chat/completions", server.chat_completions, methods=["POST"]),
         Route("/v1/completions", server.completions, methods=["POST"]),
+        Route("/v1/classify", server.classify, methods=["POST"]),
         Route("/v1/models", server.models, methods=["GET"]),
         Route("/tokenize", server.tokenize, methods=["POST"]),
         Route("/health", server.health, methods=["GET"]),

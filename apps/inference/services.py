@@ -21,6 +21,7 @@ from apps.inference.types import (
     ModelSpec,
     SamplingParams,
     StreamEvent,
+    classifier_inputs,
 )
 from apps.registry.models import ModelVersion
 from apps.registry.selectors import model_version_resolve
@@ -91,6 +92,12 @@ def generation_run(**kwargs) -> GenerationResult:
 
 def generation_stream(**kwargs) -> Iterator[StreamEvent]:
     return engine_get().stream(generation_request_build(**kwargs))
+
+
+def classification_run(*, spec: ModelSpec, texts) -> list[dict]:
+    """Each text's {"label", "scores", "tokens"} from a classifier version (the model server's /v1/classify on the
+    remote engine). Empty texts are refused here; an over-long one by the engine, which knows the context."""
+    return engine_get().classify(spec, classifier_inputs(texts))
 
 
 class PromptMeasure:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from apps.core.errors import ServerError
+from apps.core.errors import InvalidRequest, ServerError
 
 FinishReason = Literal["stop", "length", "cancelled"]
 
@@ -149,3 +149,20 @@ class Engine(Protocol):
     async def astream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]: ...
 
     def tokenize(self, request: GenerationRequest) -> TokenCount: ...
+
+
+MAX_CLASSIFIER_INPUTS = 64  # texts in one classification request: one batch
+
+
+def classifier_inputs(texts) -> list[str]:
+    """One text or a list of them, each non-empty: what a classification request takes."""
+    items = [texts] if isinstance(texts, str) else texts
+    if not isinstance(items, list) or not items or not all(isinstance(t, str) for t in items):
+        raise InvalidRequest("input must be a text or a non-empty list of texts.", param="input")
+    if len(items) > MAX_CLASSIFIER_INPUTS:
+        raise InvalidRequest(f"input holds {len(items)} texts; one request classifies at most {MAX_CLASSIFIER_INPUTS}.", param="input")
+    for i, text in enumerate(items):
+        if not text.strip():
+            raise InvalidRequest("The text to classify is empty." if len(items) == 1 else f"input[{i}] is empty.",
+                                 param="input")
+    return items

@@ -36,6 +36,7 @@ class TrainingFile(TimeStampedModel):
     class Format(models.TextChoices):
         CHAT = "chat", _("Chat (messages)")
         PROMPT_COMPLETION = "prompt_completion", _("Prompt and completion")
+        CLASSIFICATION = "classification", _("Labelled texts (classification)")
         TEXT = "text", _("Plain text")
 
     public_id = models.CharField(max_length=40, unique=True, default=new_file_id)
@@ -50,6 +51,8 @@ class TrainingFile(TimeStampedModel):
     example_count = models.PositiveIntegerField(default=0)
     token_count = models.PositiveBigIntegerField(default=0)
     preview = models.JSONField(default=list, blank=True)
+    # A classification file's labels with their example counts, in the order they first appear: {"bug": 12, ...}.
+    label_counts = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -78,6 +81,7 @@ class FineTuningJob(TimeStampedModel):
         LORA = "lora", _("LoRA adapter")
         FULL = "full", _("Full fine-tuning")
         PRETRAIN = "pretrain", _("Continued pre-training on text")
+        CLASSIFICATION = "classification", _("Classification head")
 
     ACTIVE = (Status.VALIDATING_FILES, Status.QUEUED, Status.RUNNING)
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)

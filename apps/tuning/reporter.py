@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.tuning.models import FineTuningJob, JobCheckpoint, JobEvent, JobMetric
+from apps.tuning.trainer.data import classifier_metrics
 
 
 class JobReporter:
@@ -35,6 +36,9 @@ class JobReporter:
         self._job().update(total_steps=total_steps, step=resumed_from_step)
 
     def on_step(self, *, step, total_steps, metrics):
+        if "eval_perplexity" in metrics:  # the held-out perplexity of each evaluation, in the job's events
+            JobEvent.objects.create(job_id=self.job_id, message=f"Held-out perplexity at step {step}: {metrics['eval_perplexity']:,.2f}.",
+                                    data={"step": step, "perplexity": metrics["eval_perplexity"], "eval_loss": metrics.get("eval_loss")})
         if step == 0 and "eval_loss" in metrics:  # the base model's validation loss, before any training
             self._job().update(val_loss_before=metrics["eval_loss"])
             return
@@ -42,6 +46,12 @@ class JobReporter:
             job_id=self.job_id, step=step, train_loss=metrics.get("loss"), val_loss=metrics.get("eval_loss"),
             learning_rate=metrics.get("learning_rate"), tokens_per_second=metrics.get("tokens_per_second"),
         )
+        evaluation = classifier_metrics(metrics)
+        if evaluation:  # a classifier's accuracy and each label's F1 on the validation split, for the job page
+            f1 = ", ".join(f"{label} {value:.2f}" for label, value in evaluation["valid_f1"].items())
+            JobEvent.objects.create(job_id=self.job_id, data={"step": step, **evaluation},
+                                    message=f"Validation at step {step}: accuracy {evaluation['valid_accuracy']:.1%}, "
+                                            f"F1 per label: {f1}.")
         now = timezone.now()
         self._job().update(
             step=step, total_steps=total_steps, heartbeat_at=now, training_seconds=self.training_seconds(),

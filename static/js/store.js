@@ -242,6 +242,56 @@ window.StoreRun = (function () {
     });
   }
 
+  // ---- classifier: one JSON answer, the label and a bar per label's probability ----
+  if (config.kind === "classifier") {
+    const result = $('[data-role="classification"]');
+    composer.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      showError("");
+      result.hidden = true;
+      const text = composer.elements.text.value;
+      if (!text.trim()) { showError(gettext("Type a text to classify.")); return; }
+      setBusy(true);
+      try {
+        const response = await fetch(config.runUrl, {
+          method: "POST", credentials: "same-origin", body: JSON.stringify({ text }),
+          headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+        });
+        let data = null;
+        try { data = await response.json(); } catch (err) { /* not JSON: the generic message below */ }
+        if (!response.ok || !data || !data.scores) {
+          showError((data && data.error && data.error.message) ||
+            interpolate(gettext("Something went wrong (%(status)s). Please try again."), { status: response.status }, true));
+          return;
+        }
+        $('[data-role="label"]').textContent = data.label;
+        const list = $('[data-role="scores"]');
+        list.textContent = "";
+        for (const [label, p] of Object.entries(data.scores).sort((a, b) => b[1] - a[1])) {
+          const item = document.createElement("li");
+          const name = document.createElement("span");
+          name.className = "label-name";
+          name.textContent = label;
+          const bar = document.createElement("span");
+          bar.className = "label-bar";
+          const fill = document.createElement("span");
+          fill.style.width = (100 * p).toFixed(1) + "%";
+          bar.appendChild(fill);
+          const value = document.createElement("span");
+          value.className = "label-value";
+          value.textContent = (100 * p).toFixed(1) + "%";
+          item.append(name, bar, value);
+          list.appendChild(item);
+        }
+        result.hidden = false;
+      } catch (err) {
+        showError(gettext("The connection was lost. Check your network and try again."));
+      } finally {
+        setBusy(false);
+      }
+    });
+  }
+
   // ---- chat ----
   if (config.kind === "chatbot") {
     const log = $('[data-role="log"]');

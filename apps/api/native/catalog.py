@@ -210,7 +210,8 @@ class AppViewSet(StoreAPIMixin, viewsets.GenericViewSet):
         request=s.AppRunInputSerializer,
         responses={200: s.AppRunResultSerializer, (200, "text/event-stream"): OpenApiTypes.STR},
         description="Run the app with its inputs. With `stream: true` the answer comes as server-sent events: "
-        '`{"delta": text}` pieces, maybe a `{"notice": ...}`, then `{"done": true, "usage": ...}`.',
+        '`{"delta": text}` pieces, maybe a `{"notice": ...}`, then `{"done": true, "usage": ...}`. A classifier app '
+        'takes `text` and answers one JSON object: `{"app", "label", "scores": {label: probability}, "usage", "run"}`.',
     )
     @action(detail=True, methods=["post"])
     def runs(self, request, slug):
@@ -219,6 +220,10 @@ class AppViewSet(StoreAPIMixin, viewsets.GenericViewSet):
         serializer.is_valid(raise_exception=True)
         inputs = dict(serializer.validated_data)
         stream = inputs.pop("stream")
+        if app.kind == StoreApp.Kind.CLASSIFIER:  # one forward pass: JSON whatever `stream` says
+            outcome = chat_services.app_classify(caller=chat_services.Caller(request.user, api_key=request.auth), app=app,
+                                                 text=inputs.get("text", ""))
+            return Response({"app": app.slug, **outcome.public()}, headers=outcome.limit_headers)
         run = chat_services.app_run_start(caller=chat_services.Caller(request.user, api_key=request.auth), app=app,
                                           inputs=inputs, stream_async=stream and streams_async(request))
         if stream:

@@ -16,7 +16,7 @@ from apps.registry.models import ModelVersion
 from apps.registry.selectors import model_version_resolve
 from apps.tuning.dispatch import training_file_validation_enqueue
 from apps.tuning.models import FineTuningJob, TrainingFile
-from apps.tuning.trainer.data import validate_file
+from apps.tuning.trainer.data import label_counts, validate_file
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def training_file_validate(*, file_id: int) -> TrainingFile:
     try:
         report = validate_file(
             Path(training_file.file.path), expected=expected, max_bytes=settings.TRAINING_FILE_MAX_BYTES,
-            min_examples=1, count_tokens=count, max_tokens=context,
+            min_examples=1, count_tokens=count, max_tokens=context, training_labels=False,
         )
     except OSError as exc:
         # The worker cannot read what web stored (a storage that is not shared, a file removed): the file ends in
@@ -100,6 +100,7 @@ def training_file_validate(*, file_id: int) -> TrainingFile:
     training_file.example_count = len(report.examples)
     training_file.token_count = report.tokens
     training_file.preview = report.preview(3)
+    training_file.label_counts = label_counts(report.examples) if report.format == "classification" else {}
     training_file.problems = [{"line": p.line, "message": p.message} for p in report.problems]
     training_file.status = TrainingFile.Status.PROCESSED if report.ok else TrainingFile.Status.ERROR
     training_file.save()

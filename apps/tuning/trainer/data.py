@@ -1,4 +1,5 @@
-"""Training files: chat JSONL, prompt/completion JSONL, or plain UTF-8 text. Every problem with its line number."""
+"""Training files: chat JSONL, prompt/completion JSONL, classification JSONL ({"text", "label"}), or plain UTF-8
+text. Every problem with its line number."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-Format = Literal["chat", "prompt_completion", "text"]
+Format = Literal["chat", "prompt_completion", "classification", "text"]
 ROLES = {"system", "user", "assistant"}
 MIN_EXAMPLES = 10  # of a training file (OpenAI's minimum); a validation file needs one
 MAX_PROBLEMS = 50  # a broken file reports its first problems, not thousands
+# Classification: a head of 2 to 50 labels; each label needs a few examples to be learnt and one to be checked on
+# (a training file without a validation file gives up a tenth of each label's examples to the validation split).
+MIN_LABELS, MAX_LABELS, MIN_PER_LABEL, MAX_LABEL_CHARS = 2, 50, 4, 64
 
 
 @dataclass
@@ -66,12 +70,74 @@ def _check_prompt_completion(obj, line: int) -> list[Problem]:
     return problems
 
 
+def _check_classification(obj, line: int) -> list[Problem]:
+    problems = []
+    if not isinstance(obj.get("text"), str) or not obj["text"].strip():
+        problems.append(Problem(line, '"text" must be a non-empty string'))
+    label = obj.get("label")
+    if not isinstance(label, str) or not label.strip():
+        problems.append(Problem(line, '"label" must be a non-empty string'))
+    elif len(label) > MAX_LABEL_CHARS:
+        problems.append(Problem(line, f'"label" has {len(label)} characters; a label has at most {MAX_LABEL_CHARS}'))
+    return problems
+
+
+def label_counts(examples: list[dict]) -> dict[str, int]:
+    """How many examples each label has, in the order the labels first appear."""
+    counts: dict[str, int] = {}
+    for example in examples:
+        counts[example["label"]] = counts.get(example["label"], 0) + 1
+    return counts
+
+
+def label_problems(counts: dict[str, int], *, training: bool) -> list[str]:
+    """What keeps these labels from training a classifier head: at most MAX_LABELS in any file; a training file
+    also needs MIN_LABELS labels and MIN_PER_LABEL examples of each."""
+    problems = []
+    if len(counts) > MAX_LABELS:
+        problems.append(f"the file has {len(counts)} labels; a classifier takes at most {MAX_LABELS}")
+    if training and len(counts) < MIN_LABELS:
+        problems.append(f"the file has {len(counts)} label(s); a classifier needs at least {MIN_LABELS}")
+    few = [f"{label!r} ({n})" for label, n in counts.items() if n < MIN_PER_LABEL]
+    if training and few:
+        problems.append(f"each label needs at least {MIN_PER_LABEL} examples; these have fewer: {', '.join(few[:10])}")
+    return problems
+
+
+def classifier_metrics(logged: dict) -> dict:
+    """A classifier's logged evaluation (`eval_accuracy`, `eval_macro_f1`, `eval_f1[<label>]`) as the registry and
+    the job's events keep it: valid_accuracy, valid_macro_f1, valid_f1 {label: F1}. Empty for another model."""
+    if "eval_accuracy" not in logged:
+        return {}
+    f1 = {k.removeprefix("eval_f1[").removesuffix("]"): float(v) for k, v in logged.items() if k.startswith("eval_f1[")}
+    return {"valid_accuracy": float(logged["eval_accuracy"]), "valid_macro_f1": float(logged.get("eval_macro_f1", 0.0)),
+            "valid_f1": f1}
+
+
 def _json_format(obj) -> Format | None:
+    if isinstance(obj, dict) and "label" in obj:
+        return "classification"
     if isinstance(obj, dict) and "messages" in obj:
         return "chat"
     if isinstance(obj, dict) and ("prompt" in obj or "completion" in obj):
         return "prompt_completion"
     return None
+
+
+CHECKS = {"chat": _check_chat, "prompt_completion": _check_prompt_completion, "classification": _check_classification}
+
+
+def _text_line_problems(text: str) -> list[Problem]:
+    """Plain text (continued pre-training, pre-training from scratch) with control characters is binary data or a
+    broken export, not text to learn from: each such line is named (tabs, newlines and form feeds are text)."""
+    problems = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        bad = next((c for c in line if ord(c) < 32 and c not in "\t\f\r\v"), None)
+        if bad is not None:
+            problems.append(Problem(number, f"holds the control character U+{ord(bad):04X}: is this a binary file?"))
+            if len(problems) >= MAX_PROBLEMS:
+                break
+    return problems
 
 
 def validate_file(
@@ -82,8 +148,11 @@ def validate_file(
     min_examples: int = MIN_EXAMPLES,
     count_tokens: Callable[[dict], int] | None = None,
     max_tokens: int | None = None,
+    training_labels: bool = True,
 ) -> FileReport:
-    """Read and check a training file. `expected="text"` reads plain text (continued pre-training)."""
+    """Read and check a training file. `expected="text"` reads plain text (continued pre-training).
+    `training_labels=False`: a classification file's labels are checked only against the cap (an upload may become a
+    validation file, which may hold a few examples of some labels)."""
     path = Path(path)
     size = path.stat().st_size
     if max_bytes is not None and size > max_bytes:
@@ -102,6 +171,7 @@ def validate_file(
         paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
         if not paragraphs:
             report.problems.append(Problem(None, "the file has no text"))
+        report.problems.extend(_text_line_problems(text))
         report.examples = [{"text": p} for p in paragraphs]
     else:
         report = FileReport(None)
@@ -117,20 +187,24 @@ def validate_file(
                 continue
             fmt = _json_format(obj)
             if fmt is None:
-                report.problems.append(Problem(number, 'expected an object with "messages", or "prompt" and "completion"'))
+                report.problems.append(Problem(
+                    number, 'expected an object with "messages", "prompt" and "completion", or "text" and "label"'))
                 continue
             if report.format is None:
                 report.format = fmt
             elif fmt != report.format:
                 report.problems.append(Problem(number, f"this line is {fmt} but the file started as {report.format}"))
                 continue
-            problems = _check_chat(obj, number) if fmt == "chat" else _check_prompt_completion(obj, number)
+            problems = CHECKS[fmt](obj, number)
             report.problems.extend(problems)
             if not problems:
                 obj["_line"] = number
                 report.examples.append(obj)
         if expected is not None and report.format is not None and report.format != expected:
             report.problems.append(Problem(None, f"the file is {report.format}, but {expected} was asked for"))
+        if report.format == "classification" and not report.problems:
+            counts = label_counts(report.examples)
+            report.problems += [Problem(None, p) for p in label_problems(counts, training=training_labels)]
     if not report.examples and not report.problems:
         report.problems.append(Problem(None, "the file has no examples"))
     elif report.format is not None and len(report.examples) < min_examples and not report.problems:

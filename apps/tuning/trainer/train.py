@@ -41,7 +41,9 @@ from apps.tuning.hyperparameters import (
     DEFAULT_LORA_RANK,
 )
 from apps.tuning.trainer import evaluation
-from apps.tuning.trainer.data import validate_file
+from apps.tuning.trainer.data import classifier_metrics, validate_file
+from apps.tuning.trainer.presets import perplexity
+from apps.tuning.trainer.scratch import scratch_setup
 
 
 @dataclass
@@ -50,7 +52,7 @@ class TrainConfig:
     train_file: str
     output_dir: str  # the finished model: adapter (lora, pretrain) or full weights
     work_dir: str  # checkpoints: work_dir/checkpoint-<step>
-    method: Literal["lora", "full", "pretrain"] = "lora"
+    method: Literal["lora", "full", "pretrain", "scratch", "classification"] = "lora"
     validation_file: str | None = None
     base_model_id: str | None = None  # written into the adapter's config: its base by registry reference, `<id>@v<N>`
     base_adapters: list[str] = field(default_factory=list)  # merged onto base_model in order (a LoRA parent's chain)
@@ -67,9 +69,13 @@ class TrainConfig:
     eval_steps: int | None = None  # None: at each save
     warmup_ratio: float = 0.05
     max_steps: int | None = None  # stop after this many steps whatever n_epochs says (benchmarks, smoke runs)
+    classifier_body: Literal["lora", "full"] = "lora"  # method classification (trainer/classify.py): how the body trains
     # The evaluation gate's other side: the version `latest` names today, measured on this job's held-out data
     # ({"reference": "<id>@v<N>", "model": its root's folder, "adapters": [folders merged onto it]}), or None.
     compare: dict | None = None
+    # Method `scratch` (trainer/scratch.py): the model's size, and whose tokenizer ("base": base_model's; "bpe": new).
+    preset: str = "micro"
+    tokenizer: Literal["base", "bpe"] = "base"
 
     @property
     def effective_learning_rate(self) -> float:
@@ -93,6 +99,8 @@ class TrainResult:
     output_dir: str | None = None
     history: list[dict] = field(default_factory=list)
     kept_checkpoints: list[dict] = field(default_factory=list)  # {"step", "epoch", "path", "metrics"}, oldest first
+    # A classifier's last evaluation: valid_accuracy, valid_macro_f1, valid_f1 ({label: F1}).
+    eval_metrics: dict = field(default_factory=dict)
     evaluation: dict = field(default_factory=dict)  # base against tuned on the held-out data (trainer/evaluation.py)
 
 
@@ -130,6 +138,11 @@ class PrintReporter:
 
 def run_training(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
     """Set up, fit, save. A run with a checkpoint in `config.work_dir` resumes from it."""
+    if config.method == "classification":
+        # Not a cycle at import time: classify builds on this module's callback, fit and result.
+        from apps.tuning.trainer.classify import run_classification
+
+        return run_classification(config, reporter or PrintReporter())
     trainer, bridge, resume = setup(config, reporter or PrintReporter())
     before = evaluation.before_training(
         trainer, work_dir=config.work_dir, held=bridge.held_out, source=bridge.held_source, seed=config.seed,
@@ -149,6 +162,9 @@ def run_training(config: TrainConfig, reporter: Reporter | None = None) -> Train
 def setup(config: TrainConfig, reporter: Reporter) -> tuple[SFTTrainer, ReporterCallback, str | None]:
     """The trainer ready to train, its bridge to the reporter, and the checkpoint to resume from (None: a fresh start)."""
     resume = last_checkpoint(config.work_dir)
+    if config.method == "scratch":  # a new model from a preset, not the base's weights
+        trainer, bridge = scratch_setup(config, reporter, ReporterCallback, resume)
+        return trainer, bridge, resume
     bridge = ReporterCallback(reporter, config)
     parent = config.base_adapters[-1] if config.base_adapters else None
     tokenizer = AutoTokenizer.from_pretrained(adapter_tokenizer_path(config.base_model, parent) if parent else config.base_model)
@@ -233,6 +249,7 @@ def last_checkpoint(work_dir: str) -> str | None:
 
 # Logged metrics the reporter gets (TRL logs the mean token accuracy of each step, and of each evaluation).
 LOGGED = ("loss", "learning_rate", "eval_loss", "grad_norm", "mean_token_accuracy", "eval_mean_token_accuracy")
+CLASSIFIER_LOGGED = ("eval_accuracy", "eval_macro_f1", "eval_f1[")  # a classifier's evaluation (trainer/classify.py)
 
 
 class ReporterCallback(TrainerCallback):
@@ -255,7 +272,9 @@ class ReporterCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
-        metrics = {k: float(logs[k]) for k in LOGGED if k in logs}
+        metrics = {k: float(v) for k, v in logs.items() if k in LOGGED or k.startswith(CLASSIFIER_LOGGED)}
+        if "eval_loss" in metrics:  # held-out perplexity: what a language model's quality is read as
+            metrics["eval_perplexity"] = perplexity(metrics["eval_loss"])
         elapsed = time.monotonic() - self.started
         if elapsed > 0 and "loss" in logs:
             metrics["tokens_per_second"] = (state.num_input_tokens_seen - self.tokens_at_start) / elapsed
@@ -382,7 +401,9 @@ def fit(trainer: SFTTrainer, bridge: ReporterCallback, *, resume: str | None, va
         result.status = "stopped"
         return result
     if validation:
-        result.val_loss_after = float(trainer.evaluate()["eval_loss"])
+        final = trainer.evaluate()
+        result.val_loss_after = float(final["eval_loss"])
+        result.eval_metrics = classifier_metrics(final)
     return result
 
 
