@@ -259,7 +259,7 @@ class TrainingFileSerializer(serializers.ModelSerializer):
     class Meta:
         model = TrainingFile
         fields = ["id", "filename", "purpose", "bytes", "format", "status", "problems", "example_count", "token_count",
-                  "preview", "created_at"]
+                  "preview", "label_counts", "created_at"]
 
 
 class TrainingFileInputSerializer(serializers.Serializer):

@@ -25,7 +25,7 @@ def _model_choices(user) -> list[tuple[str, str]]:
     for model in registered_model_list(user=user):
         if model.owner_id not in (None, user.pk):
             continue
-        ready = model.versions.filter(status=ModelVersion.Status.READY)
+        ready = model.versions.filter(status=ModelVersion.Status.READY).exclude(task=ModelVersion.Task.CLASSIFIER)
         if model.owner_id is None:
             ready = ready.filter(kind=ModelVersion.Kind.FULL)
         if ready.exists():

@@ -32,7 +32,7 @@ from apps.tuning.services.versions import (
     checkpoint_storage_check,
     register_as_resolve,
 )
-from apps.tuning.trainer.data import MIN_EXAMPLES
+from apps.tuning.trainer.data import MIN_EXAMPLES, label_problems
 from apps.webhooks.services import webhook_job_event
 
 # OpenAI's metadata: 16 pairs, keys up to 64 characters, values up to 512.
@@ -87,14 +87,40 @@ def training_file_error(*, training_file: TrainingFile, method: str, role: str) 
     code = f"invalid_{role}_file"
     if f.status == TrainingFile.Status.ERROR:
         return InvalidRequest(f"The {role} file {f.public_id} has problems: {f.problems_text(limit=10)}.", param=param, code=code)
-    if (method == FineTuningJob.Method.PRETRAIN) != (f.format == TrainingFile.Format.TEXT):
+    if f.format not in METHOD_FORMATS.get(method, ()):
         return InvalidRequest(
-            "Continued pre-training takes a plain-text file; lora and full take chat or prompt/completion JSONL.",
-            param=param, code=code,
+            "Continued pre-training takes a plain-text file; classification takes JSONL of {\"text\", \"label\"}; lora "
+            "and full take chat or prompt/completion JSONL.", param=param, code=code,
         )
     if role == "training" and f.example_count < MIN_EXAMPLES:
         return InvalidRequest(f"The training file {f.public_id} has {f.example_count} example(s); a training file needs at "
                               f"least {MIN_EXAMPLES}.", param=param, code=code)
+    if role == "training" and f.format == TrainingFile.Format.CLASSIFICATION:
+        problems = label_problems(f.label_counts, training=True)
+        if problems:
+            return InvalidRequest(f"The training file {f.public_id}: {'; '.join(problems)}.", param=param, code=code)
+    return None
+
+
+# The file formats each method trains on.
+METHOD_FORMATS = {
+    FineTuningJob.Method.LORA: (TrainingFile.Format.CHAT, TrainingFile.Format.PROMPT_COMPLETION),
+    FineTuningJob.Method.FULL: (TrainingFile.Format.CHAT, TrainingFile.Format.PROMPT_COMPLETION),
+    FineTuningJob.Method.PRETRAIN: (TrainingFile.Format.TEXT,),
+    FineTuningJob.Method.CLASSIFICATION: (TrainingFile.Format.CLASSIFICATION,),
+}
+
+
+def classification_labels_error(*, training_file: TrainingFile, validation_file: TrainingFile | None) -> StoreError | None:
+    """A validation file may only hold labels the training file has (the head has one output per training label)."""
+    if validation_file is None or training_file.format != TrainingFile.Format.CLASSIFICATION:
+        return None
+    unknown = [label for label in validation_file.label_counts if label not in training_file.label_counts]
+    if unknown:
+        return InvalidRequest(
+            f"The validation file {validation_file.public_id} has labels the training file lacks: "
+            f"{', '.join(repr(u) for u in unknown[:10])}.", param="validation_file", code="invalid_validation_file",
+        )
     return None
 
 
@@ -108,6 +134,9 @@ def _job_plan(*, training_file: TrainingFile, validation_file: TrainingFile | No
         error = training_file_error(training_file=f, method=method, role=role)
         if error:
             raise error
+    error = classification_labels_error(training_file=training_file, validation_file=validation_file)
+    if error:
+        raise error
     hyper = hyperparameters_resolve(method=method, examples=training_file.example_count, given=given)
     estimate = training_estimate(method=method, hyperparameters=hyper, examples=training_file.example_count,
                                  tokens=training_file.token_count)
@@ -123,7 +152,7 @@ def finetune_job_create(
     """A job is accepted while its files are still being checked (as OpenAI's): it waits in `validating_files`
     and starts when the last of them is processed (`finetune_job_start_waiting`). What can be checked now is."""
     if method not in FineTuningJob.Method.values:
-        raise InvalidRequest("method is lora, full or pretrain.", param="method")
+        raise InvalidRequest(f"method is one of {', '.join(FineTuningJob.Method.values)}.", param="method")
     files = _job_files(training_file, validation_file)
     for f, role in files:
         if f.owner_id != owner.pk:

@@ -135,6 +135,7 @@ def _training_start(job: FineTuningJob, token: str, work: Path) -> bool:
         "lora_alpha": hyper["lora_alpha"],
         "seed": job.seed,
         "save_steps": settings.FINETUNE_CHECKPOINT_STEPS,
+        "classifier_body": hyper.get("classifier_body") or "lora",  # method classification: a LoRA or a full body
     }
     (work / "config.json").write_text(json.dumps(config))
     (work / "result.json").unlink(missing_ok=True)
@@ -182,9 +183,12 @@ def _result_register(job: FineTuningJob, token: str, result: dict) -> None:
     """Register the trained model, then record it on the job. The registry stages, hashes and seals the weights
     with no transaction open (on SQLite a transaction on the job row would hold the database's write lock for the
     whole copy) while a thread keeps the lease; the job's row is then finished in a short transaction."""
-    kind = ModelVersion.Kind.FULL if job.method == FineTuningJob.Method.FULL else ModelVersion.Kind.LORA
+    # A classifier's LoRA body is merged into full weights (trainer/classify.py).
+    full = job.method in (FineTuningJob.Method.FULL, FineTuningJob.Method.CLASSIFICATION)
+    kind = ModelVersion.Kind.FULL if full else ModelVersion.Kind.LORA
+    task = ModelVersion.Task.CLASSIFIER if job.method == FineTuningJob.Method.CLASSIFICATION else job.base_version.task
     metrics = {k: result[k] for k in ("train_loss", "val_loss_before", "val_loss_after") if result.get(k) is not None}
-    metrics.update(steps=result["steps"], trained_tokens=result["tokens_seen"])
+    metrics.update(steps=result["steps"], trained_tokens=result["tokens_seen"], **(result.get("eval_metrics") or {}))
     if job.val_loss_before is not None and "val_loss_before" not in metrics:
         metrics["val_loss_before"] = job.val_loss_before  # measured by an earlier attempt, before resuming
     model_id = finetune_job_model_id(job=job)
@@ -192,7 +196,7 @@ def _result_register(job: FineTuningJob, token: str, result: dict) -> None:
     name = job.register_as.name if job.register_as_id else model_id
     with lease_kept(job_id=job.pk, token=token):
         version = model_version_register(
-            name=name, source_dir=Path(result["output_dir"]), kind=kind, owner=job.owner, base_version=job.base_version,
+            name=name, source_dir=Path(result["output_dir"]), kind=kind, task=task, owner=job.owner, base_version=job.base_version,
             description=f"Fine-tuned from {job.base_version.reference} by job {job.public_id} ({job.get_method_display()}).",
             datasets=[job.training_file.filename], metrics=metrics,
             source={"job": job.public_id, "method": job.method, "training_file": job.training_file.public_id,

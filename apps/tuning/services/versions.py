@@ -37,7 +37,10 @@ class CheckpointStorageExceeded(StoreError):
 # --- Before a job: its base, its target, the owner's room ---------------------------------------------------------
 def base_version_check(*, base: ModelVersion, owner, method: str) -> None:
     """A job starts from full weights, or from one of the owner's LoRA fine-tunes (trained on its merged chain; a
-    LoRA result then stacks one more adapter, up to ADAPTER_CHAIN_MAX)."""
+    LoRA result then stacks one more adapter, up to ADAPTER_CHAIN_MAX). A classifier is no base: its head replaced
+    the language-model output layer."""
+    if base.task == ModelVersion.Task.CLASSIFIER:
+        raise InvalidRequest(f"{base.reference} is a classifier: fine-tune a chat or language model instead.", param="model")
     if base.kind == ModelVersion.Kind.FULL:
         return
     if base.registered_model.owner_id != owner.pk:
