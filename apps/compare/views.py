@@ -62,7 +62,7 @@ def compare(request):
         "languages": LANGUAGES,
         "outcomes": Vote.Outcome.choices,
         "leaderboard": _leaderboard_groups(request.user),
-        "config": {"startUrl": reverse("compare:start")},
+        "config": {"startUrl": reverse("compare:start"), "kinds": dict(Comparison.Kind.choices)},
     })
 
 

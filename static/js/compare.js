@@ -70,6 +70,18 @@
     return StoreRun.stream(answer.runUrl, {}, handlers, signal).finally(() => output.classList.remove("streaming"));
   }
 
+  // "User: ..." / "Assistant: ..." lines → messages; a line without a prefix goes on with the turn before.
+  function conversation(text) {
+    const messages = [];
+    for (const line of text.split("\n")) {
+      const match = line.match(/^\s*(user|assistant)\s*:\s*(.*)$/i);
+      if (match) messages.push({ role: match[1].toLowerCase(), content: match[2] });
+      else if (messages.length) messages[messages.length - 1].content += "\n" + line;
+      else if (line.trim()) messages.push({ role: "user", content: line });
+    }
+    return messages;
+  }
+
   function setBusy(busy) {
     sendButton.disabled = busy;
     stopButton.hidden = !busy;
@@ -81,6 +93,9 @@
     voteBox.hidden = true;
     show(voted, "");
     const data = Object.fromEntries(new FormData(form).entries());
+    const history = conversation(data.history || "");
+    delete data.history;
+    if (history.length) data.messages = [...history, { role: "user", content: data.prompt }];
     setBusy(true);
     try {
       comparison = await postJson(config.startUrl, data);
@@ -108,6 +123,9 @@
     board.replaceChildren();
     const kinds = [...new Set(rows.map((r) => r.kind))];
     for (const kind of kinds) {
+      const heading = document.createElement("h3");
+      heading.textContent = config.kinds[kind] || kind;
+      board.appendChild(heading);
       const table = document.createElement("table");
       const head = table.createTHead().insertRow();
       for (const title of ["#", gettext("Model or app"), gettext("Rating"), gettext("Wins"), gettext("Losses"), gettext("Ties")]) {

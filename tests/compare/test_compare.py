@@ -164,3 +164,27 @@ def test_the_leaderboard_applies_votes_in_the_order_they_were_cast(user, store):
     Vote.objects.filter(pk=later.pk).update(created_at=later.created_at.replace(year=2019))
     rows = {r.entry: r.rating for r in leaderboard(user=user)}
     assert rows["m@v2"] > rows["m@v1"]
+
+
+def test_a_short_conversation_is_sent_whole_to_both_sides(client, user, fine_tune, monkeypatch):
+    from apps.chat import services as run_services
+    from apps.inference import services as inference
+
+    sent, engine = [], inference.engine_get()
+
+    class Watched:
+        def stream(self, request):
+            sent.append(request)
+            return engine.stream(request)
+
+    monkeypatch.setattr(run_services, "engine_get", lambda: Watched())
+    client.force_login(user)
+    turns = [{"role": "user", "content": "My name is Ada."}, {"role": "assistant", "content": "Hello Ada!"},
+             {"role": "user", "content": "What is my name?"}]
+    status, body = start(client, b=f"{fine_tune}@v1", messages=turns, prompt="")
+    assert status == 201
+    for answer in body["answers"]:
+        assert run(client, None, {}, url=answer["runUrl"])[0] == 200
+    assert [r.messages for r in sent] == [turns, turns]
+    assert [r.model.key for r in sent] == [f"{settings.BASE_MODEL_ID}@v1", f"{fine_tune}@v1"]
+    assert all(r.params.max_tokens == 4 and r.params.temperature == 0 for r in sent)
