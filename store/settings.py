@@ -326,6 +326,9 @@ FINETUNE_DAILY_TOKENS_PER_USER = env.int("FINETUNE_DAILY_TOKENS_PER_USER", defau
 # A waiting job whose run message no runner took (a worker fetched it and died) is sent again by beat once the gpu
 # queue has been idle this many seconds; after FINETUNE_MAX_ATTEMPTS lost messages the job fails with a message.
 FINETUNE_DISPATCH_TIMEOUT = env.int("FINETUNE_DISPATCH_TIMEOUT", default=300)
+# The gpu queue's worker has a CUDA GPU (compose's worker-gpu on a GPU host): pre-training from scratch offers its
+# `small` and `base` presets only then (on a CPU they would train for days).
+FINETUNE_GPU_WORKER = env.bool("FINETUNE_GPU_WORKER", default=False)
 # Knowledge files on apps (apps/knowledge): caps per app and per user, one file's size (under
 # REQUEST_BODY_MAX_BYTES, the cap of the builder's and /api/v1's requests), chunks of KNOWLEDGE_CHUNK_TOKENS base-model
 # tokens overlapping by KNOWLEDGE_CHUNK_OVERLAP, and at most KNOWLEDGE_TOP_K passages (KNOWLEDGE_PROMPT_TOKENS tokens)

@@ -82,6 +82,7 @@ class FineTuningJob(TimeStampedModel):
         FULL = "full", _("Full fine-tuning")
         PRETRAIN = "pretrain", _("Continued pre-training on text")
         CLASSIFICATION = "classification", _("Classification head")
+        SCRATCH = "scratch", _("Pre-training from scratch")
 
     ACTIVE = (Status.VALIDATING_FILES, Status.QUEUED, Status.RUNNING)
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)

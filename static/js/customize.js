@@ -9,8 +9,10 @@
     const box = document.getElementById("estimate");
     const update = async () => {
       const params = new URLSearchParams();
-      for (const name of ["training_file", "method", "n_epochs", "batch_size", "learning_rate_multiplier", "lora_rank"]) {
+      for (const name of ["training_file", "validation_file", "method", "n_epochs", "batch_size", "learning_rate_multiplier", "lora_rank", "preset", "tokenizer"]) {
         const el = form.elements[name];
+        // The size and tokenizer of a model pre-trained from scratch are sent for that method only.
+        if ((name === "preset" || name === "tokenizer") && form.elements.method.value !== "scratch") continue;
         if (el && el.value && el.value !== "auto") params.set(name, el.value);
       }
       const r = await fetch(form.dataset.estimateUrl + "?" + params, { credentials: "same-origin" });
@@ -31,6 +33,19 @@
         gettext("Limits: %(max)s training tokens and %(wall)s of training per job; %(left)s of your %(daily)s training tokens for 24 hours left."),
         { max: limits.max_job_tokens.toLocaleString(), wall, left: limits.daily_tokens_left.toLocaleString(),
           daily: limits.daily_tokens.toLocaleString() }, true), "limits"));
+      // What the base and the tuned model are compared on: the validation file, or examples held out of the training file.
+      if (data.evaluation && data.evaluation.source) {
+        const ev = data.evaluation;
+        lines.push(line(ev.source === "held_out"
+          ? interpolate(gettext("No validation file: %(held)s of the %(n)s training examples are held out to compare the base and the tuned model."), { held: ev.examples, n: ev.of }, true)
+          : ev.source === "validation_file"
+            ? interpolate(gettext("The base and the tuned model are compared on the validation file (%(n)s examples)."), { n: ev.examples }, true)
+            : interpolate(gettext("No validation file, and %(n)s examples are too few to hold some out: no validation figures."), { n: ev.of }, true), "evaluation"));
+      }
+      if (data.parameters) {  // pre-training from scratch: the size of the new model
+        lines.push(line(interpolate(gettext("A new model of %(millions)s M parameters, trained from a random start."),
+          { millions: (data.parameters / 1e6).toFixed(1) }, true), "parameters"));
+      }
       if (data.problem) lines.push(line(data.problem.message, "problem"));
       box.className = data.problem ? "estimate error" : "estimate";
       box.replaceChildren(...lines);
