@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from apps.core.errors import Conflict, InvalidRequest, StoreError
+from apps.registry.models import ModelVersion
 from apps.tuning.dispatch import finetune_job_enqueue
 from apps.tuning.hyperparameters import NAMES, hyperparameters_resolve, training_estimate
 from apps.tuning.models import FineTuningJob, JobEvent, TrainingFile
@@ -33,6 +34,7 @@ from apps.tuning.services.versions import (
     register_as_resolve,
 )
 from apps.tuning.trainer.data import MIN_EXAMPLES, label_problems
+from apps.tuning.trainer.presets import PRESETS
 from apps.webhooks.services import webhook_job_event
 
 # OpenAI's metadata: 16 pairs, keys up to 64 characters, values up to 512.
@@ -43,6 +45,7 @@ def finetune_job_estimate(*, owner, training_file: TrainingFile, method: str, hy
     """What the job form shows before anything is queued: the resolved hyperparameters, steps, tokens and time, the
     limits the job is held to (with what is left of the owner's budget today) and the problem, if it is over one."""
     hyper = hyperparameters_resolve(method=method, examples=training_file.example_count, given=hyperparameters)
+    scratch_preset_check(method=method, hyperparameters=hyper)
     estimate = training_estimate(method=method, hyperparameters=hyper, examples=training_file.example_count,
                                  tokens=training_file.token_count)
     problem = None
@@ -89,7 +92,7 @@ def training_file_error(*, training_file: TrainingFile, method: str, role: str) 
         return InvalidRequest(f"The {role} file {f.public_id} has problems: {f.problems_text(limit=10)}.", param=param, code=code)
     if f.format not in METHOD_FORMATS.get(method, ()):
         return InvalidRequest(
-            "Continued pre-training takes a plain-text file; classification takes JSONL of {\"text\", \"label\"}; lora "
+            "Continued pre-training and pre-training from scratch take a plain-text file; classification takes JSONL of {\"text\", \"label\"}; lora "
             "and full take chat or prompt/completion JSONL.", param=param, code=code,
         )
     if role == "training" and f.example_count < MIN_EXAMPLES:
@@ -107,6 +110,7 @@ METHOD_FORMATS = {
     FineTuningJob.Method.LORA: (TrainingFile.Format.CHAT, TrainingFile.Format.PROMPT_COMPLETION),
     FineTuningJob.Method.FULL: (TrainingFile.Format.CHAT, TrainingFile.Format.PROMPT_COMPLETION),
     FineTuningJob.Method.PRETRAIN: (TrainingFile.Format.TEXT,),
+    FineTuningJob.Method.SCRATCH: (TrainingFile.Format.TEXT,),
     FineTuningJob.Method.CLASSIFICATION: (TrainingFile.Format.CLASSIFICATION,),
 }
 
@@ -124,6 +128,32 @@ def classification_labels_error(*, training_file: TrainingFile, validation_file:
     return None
 
 
+def scratch_preset_check(*, method: str, hyperparameters: dict) -> None:
+    """The `small` and `base` presets train on a GPU only: refused where no GPU worker takes the gpu queue
+    (settings.FINETUNE_GPU_WORKER), rather than queued for days on a CPU."""
+    if method != FineTuningJob.Method.SCRATCH or settings.FINETUNE_GPU_WORKER:
+        return
+    name = hyperparameters["preset"]
+    if PRESETS[name].gpu_only:
+        cpu = ", ".join(n for n, p in PRESETS.items() if not p.gpu_only)
+        raise InvalidRequest(
+            f"The {name} preset trains on a GPU, and this store has no GPU worker: choose {cpu} (or ask the store's staff "
+            "to add a GPU worker).", param="hyperparameters.preset", code="preset_needs_gpu",
+        )
+
+
+def base_format_check(*, base, training_file: TrainingFile, method: str) -> None:
+    """A plain language model (task `text`, such as one pre-trained from scratch) has no chat template: it is
+    fine-tuned on prompt/completion JSONL or plain text, never on chat messages."""
+    if (base.task == ModelVersion.Task.TEXT and training_file.format == TrainingFile.Format.CHAT
+            and method != FineTuningJob.Method.SCRATCH):
+        raise InvalidRequest(
+            f"{base.reference} is a plain language model with no chat template: fine-tune it with prompt/completion "
+            "JSONL or plain text (continued pre-training), not chat messages.", param="training_file",
+            code="invalid_training_file",
+        )
+
+
 def _job_files(training: TrainingFile, validation: TrainingFile | None) -> list[tuple[TrainingFile, str]]:
     return [(f, role) for f, role in ((training, "training"), (validation, "validation")) if f is not None]
 
@@ -138,6 +168,7 @@ def _job_plan(*, training_file: TrainingFile, validation_file: TrainingFile | No
     if error:
         raise error
     hyper = hyperparameters_resolve(method=method, examples=training_file.example_count, given=given)
+    scratch_preset_check(method=method, hyperparameters=hyper)
     estimate = training_estimate(method=method, hyperparameters=hyper, examples=training_file.example_count,
                                  tokens=training_file.token_count)
     training_job_cap_check(estimate=estimate, file_tokens=training_file.token_count, n_epochs=hyper["n_epochs"])
@@ -163,6 +194,8 @@ def finetune_job_create(
     metadata = metadata_check(metadata)
     base = base_version_resolve(reference=model, user=owner)
     base_version_check(base=base, owner=owner, method=method)
+    if training_file.status == TrainingFile.Status.PROCESSED:
+        base_format_check(base=base, training_file=training_file, method=method)
     target = register_as_resolve(owner=owner, name=register_as)  # the result: the next version of this model
     suffix = slugify(suffix or "")[:40]
     ready = all(f.status == TrainingFile.Status.PROCESSED for f, _ in files)
@@ -171,7 +204,7 @@ def finetune_job_create(
                                     given=hyperparameters)
     else:
         # The given values are checked now; `auto` is chosen from the file's example count once it is processed.
-        hyperparameters_resolve(method=method, examples=0, given=hyperparameters)
+        scratch_preset_check(method=method, hyperparameters=hyperparameters_resolve(method=method, examples=0, given=hyperparameters))
         given = hyperparameters or {}
         hyper = {name: "auto" if given.get(name) in (None, "") else given[name] for name in NAMES}
         estimate = {}
@@ -270,7 +303,10 @@ def finetune_job_cancel(*, job: FineTuningJob) -> FineTuningJob:
 
 
 def finetune_job_model_id(*, job: FineTuningJob) -> str:
-    """OpenAI's form: `ft:<root base>:<owner>:<suffix>:<job id>`, the root base found through the lineage."""
+    """OpenAI's form: `ft:<root base>:<owner>:<suffix>:<job id>`, the root base found through the lineage; a model
+    pre-trained from scratch is a root of its own, `scratch-<preset>` (`ft:scratch-tiny:alice::ftjob-...`)."""
+    if job.method == FineTuningJob.Method.SCRATCH:
+        return f"ft:scratch-{job.hyperparameters['preset']}:{job.owner.slug}:{job.suffix}:{job.public_id}"
     root = job.base_version
     while root.base_version_id is not None:
         root = root.base_version

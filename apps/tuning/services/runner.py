@@ -47,8 +47,13 @@ from apps.tuning.services.lease import (
 )
 from apps.tuning.services.limits import duration_text
 from apps.tuning.services.versions import (
+    ADAPTER_METHODS,
     kept_checkpoints_register,
+    result_base,
+    result_description,
+    result_task,
     result_version_promote,
+    scratch_options,
     trainer_base,
 )
 
@@ -136,6 +141,7 @@ def _training_start(job: FineTuningJob, token: str, work: Path) -> bool:
         "seed": job.seed,
         "save_steps": settings.FINETUNE_CHECKPOINT_STEPS,
         "classifier_body": hyper.get("classifier_body") or "lora",  # method classification: a LoRA or a full body
+        **scratch_options(job=job),  # method scratch: the preset and the tokenizer
     }
     (work / "config.json").write_text(json.dumps(config))
     (work / "result.json").unlink(missing_ok=True)
@@ -183,28 +189,28 @@ def _result_register(job: FineTuningJob, token: str, result: dict) -> None:
     """Register the trained model, then record it on the job. The registry stages, hashes and seals the weights
     with no transaction open (on SQLite a transaction on the job row would hold the database's write lock for the
     whole copy) while a thread keeps the lease; the job's row is then finished in a short transaction."""
-    # A classifier's LoRA body is merged into full weights (trainer/classify.py).
-    full = job.method in (FineTuningJob.Method.FULL, FineTuningJob.Method.CLASSIFICATION)
-    kind = ModelVersion.Kind.FULL if full else ModelVersion.Kind.LORA
-    task = ModelVersion.Task.CLASSIFIER if job.method == FineTuningJob.Method.CLASSIFICATION else job.base_version.task
+    kind = ModelVersion.Kind.LORA if job.method in ADAPTER_METHODS else ModelVersion.Kind.FULL
     metrics = {k: result[k] for k in ("train_loss", "val_loss_before", "val_loss_after") if result.get(k) is not None}
     metrics.update(steps=result["steps"], trained_tokens=result["tokens_seen"], **(result.get("eval_metrics") or {}))
     if job.val_loss_before is not None and "val_loss_before" not in metrics:
         metrics["val_loss_before"] = job.val_loss_before  # measured by an earlier attempt, before resuming
+    job.training_seconds = FineTuningJob.objects.filter(pk=job.pk).values_list("training_seconds", flat=True).first() or 0.0
+    description = result_description(job=job, metrics=metrics)  # held-out perplexities added for a language model
+    task, base = result_task(job=job), result_base(job=job)
     model_id = finetune_job_model_id(job=job)
     # The next version of the owner's model (register_as), or a model of its own.
     name = job.register_as.name if job.register_as_id else model_id
     with lease_kept(job_id=job.pk, token=token):
         version = model_version_register(
-            name=name, source_dir=Path(result["output_dir"]), kind=kind, task=task, owner=job.owner, base_version=job.base_version,
-            description=f"Fine-tuned from {job.base_version.reference} by job {job.public_id} ({job.get_method_display()}).",
+            name=name, source_dir=Path(result["output_dir"]), kind=kind, task=task, owner=job.owner, base_version=base,
+            description=description,
             datasets=[job.training_file.filename], metrics=metrics,
             source={"job": job.public_id, "method": job.method, "training_file": job.training_file.public_id,
                     "base": job.base_version.reference, "hyperparameters": json.dumps(job.hyperparameters)},
             created_by_job=job.public_id, created_by=job.owner, move=True, aliases=(),
         )
         promoted = result_version_promote(job=job, version=version)
-        kept_checkpoints_register(job=job, model_id=model_id, kind=kind, kept=result.get("kept_checkpoints") or [])
+        kept_checkpoints_register(job=job, model_id=model_id, kind=kind, task=task, kept=result.get("kept_checkpoints") or [])
     with transaction.atomic():
         job = FineTuningJob.objects.select_for_update().select_related("owner").get(pk=job.pk)
         if job.lease_owner != token:

@@ -24,6 +24,8 @@ from apps.registry.selectors import (
 from apps.registry.services import model_alias_move, model_version_register
 from apps.tuning.models import FineTuningJob, JobCheckpoint, JobEvent
 from apps.tuning.selectors import checkpoint_storage_used
+from apps.tuning.services.limits import duration_text
+from apps.tuning.trainer.presets import PRESETS, perplexity
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_MARK = ":ckpt-step-"
@@ -91,6 +93,58 @@ def trainer_base(*, job: FineTuningJob) -> dict:
 
 
 # --- After a job: the result, `latest`, the kept checkpoints -----------------------------------------------------
+ADAPTER_METHODS = (FineTuningJob.Method.LORA, FineTuningJob.Method.PRETRAIN)  # their result is a LoRA adapter
+
+
+def scratch_options(*, job: FineTuningJob) -> dict:
+    """The trainer's preset and tokenizer of a job that pre-trains from scratch (nothing for another method)."""
+    if job.method != FineTuningJob.Method.SCRATCH:
+        return {}
+    return {"preset": job.hyperparameters["preset"], "tokenizer": job.hyperparameters["tokenizer"]}
+
+
+def result_task(*, job: FineTuningJob) -> str:
+    """What the job's model does: a model pre-trained from scratch is a plain language model (no chat template),
+    a classification job's a classifier; a fine-tune does what its base does."""
+    if job.method == FineTuningJob.Method.SCRATCH:
+        return ModelVersion.Task.TEXT
+    if job.method == FineTuningJob.Method.CLASSIFICATION:
+        return ModelVersion.Task.CLASSIFIER
+    return job.base_version.task
+
+
+def result_base(*, job: FineTuningJob) -> ModelVersion | None:
+    """The version the result's weights come from (its lineage): none for a model pre-trained from scratch (the
+    job's base lent it only its tokenizer, which the model card names)."""
+    return None if job.method == FineTuningJob.Method.SCRATCH else job.base_version
+
+
+def result_description(*, job: FineTuningJob, metrics: dict) -> str:
+    """The model card's description; for a model pre-trained from scratch what it was trained on, how long, on how
+    many tokens, its preset and its held-out perplexity (added to `metrics` too: `perplexity_before`/`_after`)."""
+    if job.method != FineTuningJob.Method.SCRATCH:
+        return f"Fine-tuned from {job.base_version.reference} by job {job.public_id} ({job.get_method_display()})."
+    for when in ("before", "after"):
+        loss = metrics.get(f"val_loss_{when}")
+        if loss is not None:
+            metrics[f"perplexity_{when}"] = round(perplexity(loss), 3)
+    hyper = job.hyperparameters
+    tokenizer = (f"the tokenizer of {job.base_version.reference}" if hyper["tokenizer"] == "base"
+                 else "a byte-level BPE tokenizer trained on the same text (served by the transformers engine only)")
+    preset = PRESETS[hyper["preset"]]
+    after = metrics.get("perplexity_after")
+    before = metrics.get("perplexity_before")
+    return (
+        f"Pre-trained from scratch (random initialisation, Llama architecture) by job {job.public_id}: preset "
+        f"{hyper['preset']} ({preset.layers} layers, hidden size {preset.hidden}, context {preset.context} tokens), "
+        f"{tokenizer}; trained on {job.training_file.filename} for {metrics.get('steps', 0)} steps, "
+        f"{metrics.get('trained_tokens', 0):,} tokens, in {duration_text(round(job.training_seconds))}. "
+        + (f"Held-out perplexity {after:,.2f}" + (f" (untrained: {before:,.0f})" if before is not None else "") + ". "
+           if after is not None else "")
+        + "A plain language model, with no chat template: use it for completions and generator apps, or fine-tune it."
+    )
+
+
 def _evaluation_gate_allows(*, job: FineTuningJob, version: ModelVersion) -> bool:
     """THE place where the evaluation gate goes (a later issue): compare `version` with the one `latest` names on
     held-out data and answer False when it is not better. Until then every new version passes."""
@@ -107,7 +161,8 @@ def result_version_promote(*, job: FineTuningJob, version: ModelVersion) -> bool
     return True
 
 
-def kept_checkpoints_register(*, job: FineTuningJob, model_id: str, kind: str, kept: list[dict]) -> list[ModelVersion]:
+def kept_checkpoints_register(*, job: FineTuningJob, model_id: str, kind: str, kept: list[dict],
+                              task: str = ModelVersion.Task.CHAT) -> list[ModelVersion]:
     """Each kept checkpoint (the trainer's `kept_checkpoints`) becomes a model of its own, `<model_id>:ckpt-step-<N>`,
     private to the owner, with its step's metrics, linked from the job's checkpoint row."""
     versions = []
@@ -115,7 +170,7 @@ def kept_checkpoints_register(*, job: FineTuningJob, model_id: str, kind: str, k
         step, epoch, metrics = checkpoint["step"], checkpoint.get("epoch", 0), checkpoint.get("metrics") or {}
         name = f"{model_id}{CHECKPOINT_MARK}{step}"
         try:
-            version = _checkpoint_register(job=job, name=name, kind=kind, checkpoint=checkpoint)
+            version = _checkpoint_register(job=job, name=name, kind=kind, task=task, checkpoint=checkpoint)
         except (StoreError, LayoutError, OSError) as exc:  # the job's own model is registered: a checkpoint never fails it
             logger.exception("job %s: checkpoint at step %s was not registered", job.public_id, step)
             JobEvent.objects.create(job=job, level=JobEvent.Level.WARN, data={"step": step},
@@ -127,11 +182,11 @@ def kept_checkpoints_register(*, job: FineTuningJob, model_id: str, kind: str, k
     return versions
 
 
-def _checkpoint_register(*, job: FineTuningJob, name: str, kind: str, checkpoint: dict) -> ModelVersion:
+def _checkpoint_register(*, job: FineTuningJob, name: str, kind: str, task: str, checkpoint: dict) -> ModelVersion:
     step, epoch, metrics = checkpoint["step"], checkpoint.get("epoch", 0), checkpoint.get("metrics") or {}
     return model_version_register(
-        name=name, source_dir=Path(checkpoint["path"]), kind=kind, owner=job.owner, base_version=job.base_version,
-        description=f"Checkpoint of job {job.public_id} at step {step} (end of epoch {epoch}).",
+        name=name, source_dir=Path(checkpoint["path"]), kind=kind, task=task, owner=job.owner,
+        base_version=result_base(job=job), description=f"Checkpoint of job {job.public_id} at step {step} (end of epoch {epoch}).",
         datasets=[job.training_file.filename], metrics=metrics,
         source={"job": job.public_id, "checkpoint_step": step, "epoch": epoch, "base": job.base_version.reference,
                 "method": job.method},
