@@ -204,6 +204,8 @@ class AppRunResultSerializer(serializers.Serializer):
     text = serializers.CharField()
     finish_reason = serializers.CharField()
     conversation = serializers.IntegerField(allow_null=True)
+    run = serializers.IntegerField(allow_null=True, help_text="The run's id: what /api/v1/feedback/ rates (a generator's "
+                                   "or translator's answer).")
     notice = serializers.CharField(allow_null=True)
     usage = serializers.DictField(child=serializers.IntegerField())
     sources = SourceSerializer(many=True, help_text="The passages of the app's knowledge files in the prompt.")
