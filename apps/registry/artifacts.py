@@ -127,10 +127,48 @@ def render_model_card(
                       "turn (or start from the base's merged weights, a download on its version page)."), ""]
     if source:
         body += ["## Source", ""] + [f"- {k}: {v}" for k, v in sorted(source.items())] + [""]
-    if metrics:
+    figures = {k: v for k, v in (metrics or {}).items() if not isinstance(v, dict | list)}
+    if figures:
         body += ["## Metrics", "", "| metric | value |", "| --- | --- |"]
-        body += [f"| {k} | {v} |" for k, v in sorted(metrics.items())] + [""]
+        body += [f"| {k} | {v} |" for k, v in sorted(figures.items())] + [""]
+    if (metrics or {}).get("evaluation"):
+        body += _evaluation_section(metrics["evaluation"])
     return "---\n" + yaml.safe_dump(header, sort_keys=False, allow_unicode=True) + "---\n\n" + "\n".join(body)
+
+
+def _evaluation_section(evaluation: dict) -> list[str]:
+    """The card's evaluation (issue 15's gate): base against this version on held-out data, the gate's decision, and
+    a few answers side by side (one line each: the card is read as text)."""
+    def line(text) -> str:
+        return " ".join(str(text).split()) or "(empty)"
+
+    def figure(value, digits=4) -> str:
+        return "–" if value is None else f"{value:.{digits}f}"
+
+    split = evaluation.get("split") or {}
+    if not split.get("examples"):
+        return ["## Evaluation", "", "No held-out data: the training file was too small to hold some out.", ""]
+    where = "the validation file" if split.get("source") == "validation_file" else f"examples held out of the training file (seed {split.get('seed')})"
+    body = ["## Evaluation", "", f"On {split['examples']} {where}:", "",
+            "| model | validation loss | exact match |", "| --- | --- | --- |"]
+    for label, key in (("base", "base"), ("this version", "tuned")):
+        side = evaluation.get(key) or {}
+        body.append(f"| {label} | {figure(side.get('loss'))} | {figure(side.get('exact_match'), 2)} |")
+    current = evaluation.get("current")
+    if current:
+        body.append(f"| latest before it ({current.get('reference')}) | {figure(current.get('loss'))} | – |")
+    body.append("")
+    gate = evaluation.get("gate")
+    if gate:
+        body += [f"Gate: {gate.get('reason', '')}", ""]
+    pairs = evaluation.get("pairs") or []
+    if pairs:
+        body += ["### Answers on held-out prompts (greedy)", ""]
+        for pair in pairs:
+            body += [f"- prompt: {line(pair['prompt'])}", f"  - expected: {line(pair['expected'])}",
+                     f"  - base: {line(pair['base'])}", f"  - this version: {line(pair['tuned'])}"]
+        body.append("")
+    return body
 
 
 def read_model_card(folder: Path) -> tuple[dict, str]:

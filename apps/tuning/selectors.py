@@ -142,3 +142,23 @@ def job_checkpoint_list(*, job: FineTuningJob):
     """A job's kept checkpoints that can be called (registered as models)."""
     return JobCheckpoint.objects.filter(job=job, model_version__isnull=False).select_related(
         "job", "model_version__registered_model")
+
+
+def evaluation_summary(*, evaluation: dict) -> dict | None:
+    """A job's evaluation (services/evaluation.py) as its page shows it: the loss change from base to tuned, exact
+    matches as counts, the answer pairs and the gate's decision. None before the job has figures."""
+    split = (evaluation or {}).get("split")
+    if not split:
+        return None
+    base, tuned = evaluation.get("base") or {}, evaluation.get("tuned") or {}
+    items = evaluation.get("exact_match_items") or 0
+
+    def matches(side: dict) -> int | None:
+        return None if side.get("exact_match") is None else round(side["exact_match"] * items)
+
+    delta = tuned["loss"] - base["loss"] if tuned.get("loss") is not None and base.get("loss") is not None else None
+    return {
+        "split": split, "base": base, "tuned": tuned, "current": evaluation.get("current"), "delta": delta,
+        "items": items, "base_matches": matches(base), "tuned_matches": matches(tuned),
+        "pairs": evaluation.get("pairs") or [], "gate": evaluation.get("gate"),
+    }

@@ -120,7 +120,11 @@
     }
     const finished = ["succeeded", "failed", "cancelled"].includes(s.status);
     if (finished) { const c = $("cancel"); if (c) c.hidden = true; clearInterval(timer); }
+    // A job that succeeded while watched: the page is drawn again once, to show base against tuned (#evaluation).
+    if (!finished) watchedRunning = true;
+    else if (s.status === "succeeded" && watchedRunning && !document.getElementById("evaluation")) location.reload();
   }
+  let watchedRunning = false;
   poll();
   timer = setInterval(poll, 2000);
 })();

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import random
 from pathlib import Path
 
@@ -105,11 +106,13 @@ def greedy_answers(model, tokenizer, prompts: list[dict]) -> list[str]:
     return [tokenizer.decode(row[start:], skip_special_tokens=True).replace("\x00", "").strip() for row in out]
 
 
-def eval_loss(trainer) -> float:
-    return float(trainer.evaluate()["eval_loss"])
+def eval_loss(trainer) -> float | None:
+    """The validation loss; None when it is not a number (a diverged model: JSON, and so PostgreSQL, has no NaN)."""
+    loss = float(trainer.evaluate()["eval_loss"])
+    return loss if math.isfinite(loss) else None
 
 
-def other_model_loss(trainer, *, model_path: str, adapters: list[str], examples: list[dict], make_trainer) -> float:
+def other_model_loss(trainer, *, model_path: str, adapters: list[str], examples: list[dict], make_trainer) -> float | None:
     """The validation loss of another model (the version `latest` names) on the same examples, computed exactly as
     the job's own (same arguments, its own tokenizer). `make_trainer(model, tokenizer, examples)` builds the
     evaluation-only trainer."""
@@ -140,11 +143,13 @@ def before_training(trainer, *, work_dir: str, held: list[dict], source: str, se
             "base_answers": answers,
         }
         if current:
-            before["current"] = {
-                "reference": current["reference"],
-                "loss": other_model_loss(trainer, model_path=current["model"], adapters=current.get("adapters") or [],
-                                         examples=held, make_trainer=make_trainer),
-            }
+            before["current"] = {"reference": current["reference"], "loss": None}
+            try:
+                before["current"]["loss"] = other_model_loss(
+                    trainer, model_path=current["model"], adapters=current.get("adapters") or [], examples=held,
+                    make_trainer=make_trainer)
+            except (OSError, ValueError, RuntimeError) as exc:  # the gate then keeps the new version a candidate
+                before["current"]["error"] = f"{type(exc).__name__}: {exc}"[:300]
     Path(work_dir).mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(before))
     return before
@@ -157,6 +162,7 @@ def after_training(trainer, *, before: dict, held: list[dict], tuned_loss: float
         return evaluation
     prompts = prompts_of(held)
     answers = greedy_answers(trainer.model, trainer.processing_class, prompts)
+    tuned_loss = tuned_loss if tuned_loss is not None and math.isfinite(tuned_loss) else None
     evaluation["tuned"] = {"loss": tuned_loss, "exact_match": exact_match(answers, prompts)}
     base_answers = before.get("base_answers") or [""] * len(prompts)
     evaluation["pairs"] = [
