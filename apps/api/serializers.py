@@ -284,6 +284,12 @@ class JobSerializer(serializers.ModelSerializer):
         help_text="The model whose next version the result becomes (null: a model of its own).")
     result_version = serializers.CharField(source="result_version.reference", read_only=True, allow_null=True, default=None,
                                            help_text="The exact version the job registered, `<id>@v<N>`.")
+    evaluation = serializers.JSONField(
+        read_only=True,
+        help_text="Base against tuned on the held-out data (a tenth of the training file when there is no validation "
+                  "file): split, base/tuned loss and exact_match, current (the version latest named, measured on the "
+                  "same data), pairs (prompt, expected, base, tuned answers) and gate (passed, reason) for the next "
+                  "version of a model. Empty until the job succeeds.")
 
     class Meta:
         model = FineTuningJob
@@ -291,7 +297,7 @@ class JobSerializer(serializers.ModelSerializer):
             "id", "status", "model", "method", "training_file", "validation_file", "hyperparameters", "suffix", "seed",
             "estimate", "step", "total_steps", "progress", "trained_tokens", "last_checkpoint_step", "val_loss_before",
             "val_loss_after", "attempts", "cancel_requested", "fine_tuned_model", "error", "created_at", "started_at",
-            "finished_at", "estimated_finish", "metadata", "register_as", "result_version",
+            "finished_at", "estimated_finish", "metadata", "register_as", "result_version", "evaluation",
         ]
 
     @extend_schema_field({"type": "integer", "nullable": True})

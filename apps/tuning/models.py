@@ -110,6 +110,9 @@ class FineTuningJob(TimeStampedModel):
     last_checkpoint_step = models.PositiveIntegerField(default=0)
     val_loss_before = models.FloatField(null=True, blank=True)
     val_loss_after = models.FloatField(null=True, blank=True)
+    # The evaluation gate's figures (services/evaluation.py): base against tuned on the held-out data (losses, exact
+    # match, answer pairs) and, for the next version of a model, the gate's decision with its reason.
+    evaluation = models.JSONField(default=dict, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     cancel_requested = models.BooleanField(default=False)
     # Seconds the trainer has run, over every attempt: the job stops at FINETUNE_MAX_WALL_SECONDS.

@@ -101,8 +101,10 @@ def estimate(request):
         if f is None or f.status != TrainingFile.Status.PROCESSED:
             raise InvalidRequest(_("Choose a processed training file."), param="training_file")
         given = {k: request.GET[k] for k in NAMES if request.GET.get(k)}
+        validation = request.GET.get("validation_file")
+        validation = selectors.access_training_file(user=request.user, public_id=validation) if validation else None
         return JsonResponse(services.finetune_job_estimate(owner=request.user, training_file=f, method=request.GET.get("method", "lora"),
-                                                           hyperparameters=given))
+                                                           hyperparameters=given, validation_file=validation))
     except StoreError as exc:
         return _json_error(exc)
 
@@ -138,7 +140,8 @@ def job_detail(request, public_id):
     checkpoints = job.checkpoints.select_related("model_version__registered_model").order_by("step")
     if job.is_finished:  # a failed or cancelled job's epochs were kept for nothing: only registered ones are shown
         checkpoints = checkpoints.filter(model_version__isnull=False)
-    return render(request, "tuning/job.html", {"job": job, "checkpoints": checkpoints})
+    return render(request, "tuning/job.html", {"job": job, "checkpoints": checkpoints,
+                                               "evaluation": selectors.evaluation_summary(evaluation=job.evaluation)})
 
 
 @login_required

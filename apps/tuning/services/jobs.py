@@ -20,6 +20,7 @@ from apps.registry.models import ModelVersion
 from apps.tuning.dispatch import finetune_job_enqueue
 from apps.tuning.hyperparameters import NAMES, hyperparameters_resolve, training_estimate
 from apps.tuning.models import FineTuningJob, JobEvent, TrainingFile
+from apps.tuning.services.evaluation import evaluation_split
 from apps.tuning.services.files import QuotaExceeded, base_version_resolve
 from apps.tuning.services.limits import (
     duration_text,
@@ -41,9 +42,11 @@ from apps.webhooks.services import webhook_job_event
 METADATA_MAX_PAIRS, METADATA_MAX_KEY, METADATA_MAX_VALUE = 16, 64, 512
 
 
-def finetune_job_estimate(*, owner, training_file: TrainingFile, method: str, hyperparameters: dict | None) -> dict:
+def finetune_job_estimate(*, owner, training_file: TrainingFile, method: str, hyperparameters: dict | None,
+                          validation_file: TrainingFile | None = None) -> dict:
     """What the job form shows before anything is queued: the resolved hyperparameters, steps, tokens and time, the
-    limits the job is held to (with what is left of the owner's budget today) and the problem, if it is over one."""
+    limits the job is held to (with what is left of the owner's budget today), the problem, if it is over one, and
+    what the base and the tuned model are compared on (`evaluation`: the examples held out without a validation file)."""
     hyper = hyperparameters_resolve(method=method, examples=training_file.example_count, given=hyperparameters)
     scratch_preset_check(method=method, hyperparameters=hyper)
     estimate = training_estimate(method=method, hyperparameters=hyper, examples=training_file.example_count,
@@ -53,7 +56,8 @@ def finetune_job_estimate(*, owner, training_file: TrainingFile, method: str, hy
         training_limits_check(user=owner, estimate=estimate, file_tokens=training_file.token_count, n_epochs=hyper["n_epochs"])
     except StoreError as exc:
         problem = {"message": exc.message, "code": exc.code}
-    return {"hyperparameters": hyper, **estimate, "limits": training_limits(user=owner), "problem": problem}
+    return {"hyperparameters": hyper, **estimate, "limits": training_limits(user=owner), "problem": problem,
+            "evaluation": evaluation_split(training_file=training_file, validation_file=validation_file, method=method)}
 
 
 def metadata_check(metadata) -> dict:
@@ -172,6 +176,9 @@ def _job_plan(*, training_file: TrainingFile, validation_file: TrainingFile | No
     estimate = training_estimate(method=method, hyperparameters=hyper, examples=training_file.example_count,
                                  tokens=training_file.token_count)
     training_job_cap_check(estimate=estimate, file_tokens=training_file.token_count, n_epochs=hyper["n_epochs"])
+    split = evaluation_split(training_file=training_file, validation_file=validation_file, method=method)
+    if split:  # the job's estimate (and its first event) say what it is evaluated on
+        estimate["evaluation"] = split
     return hyper, estimate
 
 

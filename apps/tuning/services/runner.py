@@ -45,6 +45,12 @@ from apps.tuning.services.lease import (
     lease_kept,
     lease_renew,
 )
+from apps.tuning.services.evaluation import (
+    evaluation_compare,
+    evaluation_gate,
+    evaluation_metrics,
+    evaluation_split,
+)
 from apps.tuning.services.limits import duration_text
 from apps.tuning.services.versions import (
     ADAPTER_METHODS,
@@ -123,6 +129,9 @@ def _training_start(job: FineTuningJob, token: str, work: Path) -> bool:
     resumed = job.last_checkpoint_step
     job_event_create(job=job, message=f"Resumed from the checkpoint at step {resumed} (attempt {job.attempts})." if resumed else "Training started.",
                      data={"resumed_from_step": resumed, "attempt": job.attempts})
+    split = evaluation_split(training_file=job.training_file, validation_file=job.validation_file, method=job.method)
+    if split and not resumed:  # what the base and the tuned model are compared on
+        job_event_create(job=job, message=split["message"], data=split)
     hyper = job.hyperparameters
     config = {
         **trainer_base(job=job),  # the base's full weights, and the adapters merged onto them for a LoRA parent
@@ -140,6 +149,7 @@ def _training_start(job: FineTuningJob, token: str, work: Path) -> bool:
         "lora_alpha": hyper["lora_alpha"],
         "seed": job.seed,
         "save_steps": settings.FINETUNE_CHECKPOINT_STEPS,
+        "compare": evaluation_compare(job=job),  # register_as: the version latest names, measured on the same data
         "classifier_body": hyper.get("classifier_body") or "lora",  # method classification: a LoRA or a full body
         **scratch_options(job=job),  # method scratch: the preset and the tokenizer
     }
@@ -197,6 +207,9 @@ def _result_register(job: FineTuningJob, token: str, result: dict) -> None:
     job.training_seconds = FineTuningJob.objects.filter(pk=job.pk).values_list("training_seconds", flat=True).first() or 0.0
     description = result_description(job=job, metrics=metrics)  # held-out perplexities added for a language model
     task, base = result_task(job=job), result_base(job=job)
+    evaluation = result.get("evaluation") or {}
+    gate = evaluation_gate(job=job, evaluation=evaluation)  # decided before registering: the version carries it
+    metrics.update(evaluation_metrics(evaluation=evaluation, gate=gate))
     model_id = finetune_job_model_id(job=job)
     # The next version of the owner's model (register_as), or a model of its own.
     name = job.register_as.name if job.register_as_id else model_id
@@ -209,7 +222,7 @@ def _result_register(job: FineTuningJob, token: str, result: dict) -> None:
                     "base": job.base_version.reference, "hyperparameters": json.dumps(job.hyperparameters)},
             created_by_job=job.public_id, created_by=job.owner, move=True, aliases=(),
         )
-        promoted = result_version_promote(job=job, version=version)
+        promoted = result_version_promote(job=job, version=version, gate=gate)
         kept_checkpoints_register(job=job, model_id=model_id, kind=kind, task=task, kept=result.get("kept_checkpoints") or [])
     with transaction.atomic():
         job = FineTuningJob.objects.select_for_update().select_related("owner").get(pk=job.pk)
@@ -220,6 +233,9 @@ def _result_register(job: FineTuningJob, token: str, result: dict) -> None:
         job.fine_tuned_model = name
         job.trained_tokens = result["tokens_seen"]
         job.val_loss_after = result.get("val_loss_after")
+        job.evaluation = {**evaluation, "gate": gate} if gate else evaluation
+        if gate:
+            job_event_create(job=job, message=gate["reason"], level="info" if promoted else "warn", data=gate)
         if result.get("val_loss_before") is not None:
             job.val_loss_before = result["val_loss_before"]
         if job.register_as_id:

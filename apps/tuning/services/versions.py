@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from django.conf import settings
+from django.db import transaction
 
 from apps.core.errors import Forbidden, InvalidRequest, NotFound, StoreError
 from apps.inference.layout import ADAPTER_CHAIN_MAX, LayoutError
@@ -145,19 +146,17 @@ def result_description(*, job: FineTuningJob, metrics: dict) -> str:
     )
 
 
-def _evaluation_gate_allows(*, job: FineTuningJob, version: ModelVersion) -> bool:
-    """THE place where the evaluation gate goes (a later issue): compare `version` with the one `latest` names on
-    held-out data and answer False when it is not better. Until then every new version passes."""
-    return True
-
-
-def result_version_promote(*, job: FineTuningJob, version: ModelVersion) -> bool:
-    """Move `latest` to a job's new version, if the evaluation gate allows (a model's first version always becomes
-    `latest`). The previous version stays one alias move away (rollback). True if `latest` moved."""
-    first = not ModelAlias.objects.filter(registered_model=version.registered_model, name=DEFAULT_ALIAS).exists()
-    if not first and not _evaluation_gate_allows(job=job, version=version):
-        return False
-    model_alias_move(version=version, alias=DEFAULT_ALIAS, moved_by=job.owner)
+def result_version_promote(*, job: FineTuningJob, version: ModelVersion, gate: dict | None = None) -> bool:
+    """Move `latest` to a job's new version: a model's first version always, a later one only if the evaluation gate
+    passed it (`services.evaluation.evaluation_gate`, decided on held-out data before the version was registered)
+    and `latest` still names the version it was compared with. Otherwise the version stays a candidate, one alias move
+    away for its owner (as the previous version stays, for a rollback). True if `latest` moved."""
+    with transaction.atomic():
+        latest = (ModelAlias.objects.select_for_update().select_related("version__registered_model")
+                  .filter(registered_model=version.registered_model, name=DEFAULT_ALIAS).first())
+        if latest is not None and not (gate and gate["passed"] and latest.version.reference == gate["compared_with"]):
+            return False
+        model_alias_move(version=version, alias=DEFAULT_ALIAS, moved_by=job.owner)
     return True
 
 
