@@ -164,6 +164,7 @@ def test_the_customize_page_explains_the_five_methods_with_example_files(setup, 
     from django.contrib.staticfiles import finders
 
     client.force_login(setup)
+    upload(setup, corpus(), "book.txt")  # the job form shows once there is a file to train on
     page = client.get("/customize/").content.decode()
     for method in ("lora", "full", "pretrain", "classification", "scratch"):
         assert f'data-method="{method}"' in page
