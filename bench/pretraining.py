@@ -62,7 +62,7 @@ class TimedReporter:
 
     def on_step(self, *, step, total_steps, metrics):
         self.rows.append({"step": step, **metrics})
-        if "eval_loss" in metrics or step % 10 == 0:
+        if "eval_loss" in metrics or step % 2 == 0:
             print(f"step {step}/{total_steps} " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()), flush=True)
 
     def on_checkpoint(self, *, step, path):
@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--corpus-mb", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-steps", type=int, help="train this many steps (no speed probe); --minutes still stops it")
     parser.add_argument("--base-model", help="a folder with the base tokenizer (default: the registry's base model)")
     args = parser.parse_args()
     os.environ.setdefault("TORCH_NUM_THREADS", str(args.threads))
@@ -103,15 +104,7 @@ def main() -> None:
                            tokenizer=args.tokenizer, batch_size=args.batch_size, n_epochs=1, max_steps=max_steps,
                            learning_rate=preset.learning_rate, save_steps=10**6, eval_steps=10**6, warmup_ratio=0.05)
 
-    # A few steps to measure the speed, then a run whose schedule spans the steps that fit in the time.
-    probe = TimedReporter(3600)
-    trainer, bridge, _ = setup(config(4), probe)
-    started = time.monotonic()
-    trainer.train()
-    step_seconds = (time.monotonic() - started) / 4
-    steps = max(10, int(args.minutes * 60 / step_seconds))
-    print(f"one step of {args.batch_size} x {preset.context} tokens: {step_seconds:.2f} s -> {steps} steps in "
-          f"{args.minutes} min", flush=True)
+    steps = args.max_steps or _steps_in(args, config, preset)
 
     reporter = TimedReporter(args.minutes * 60 * 1.15)  # a margin: the schedule was sized on a noisy machine
     trainer, bridge, _ = setup(config(steps), reporter)
@@ -130,6 +123,20 @@ def main() -> None:
         "threads": args.threads,
     }
     print(json.dumps(figures, indent=2))
+
+
+def _steps_in(args, config, preset) -> int:
+    """A few steps to measure the speed: the steps that fit in --minutes (the cosine schedule spans them)."""
+    from apps.tuning.trainer.train import setup
+
+    trainer, _, _ = setup(config(4), TimedReporter(3600))
+    started = time.monotonic()
+    trainer.train()
+    step_seconds = (time.monotonic() - started) / 4
+    steps = max(10, int(args.minutes * 60 / step_seconds))
+    print(f"one step of {args.batch_size} x {preset.context} tokens: {step_seconds:.2f} s -> {steps} steps in "
+          f"{args.minutes} min", flush=True)
+    return steps
 
 
 def _base_folder() -> str:
