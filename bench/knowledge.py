@@ -25,10 +25,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -204,29 +202,13 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="bench-knowledge-"))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "store.settings_test")
-    os.environ.setdefault("STORE_DATA_DIR", str(work / "data"))
-    os.environ["INFERENCE_BACKEND"] = "local"
-    import django
+    from bench.throwaway import throwaway_store
 
-    django.setup()
-    from django.conf import settings
-    from django.core.files.uploadedfile import SimpleUploadedFile
-    from django.db import connection
-    from django.test.utils import setup_test_environment
+    with throwaway_store("bench-knowledge-") as (_work, settings, vendor):
+        from django.core.files.uploadedfile import SimpleUploadedFile
 
-    settings.MODELS_REGISTRY_ROOT = work / "registry"
-    settings.MEDIA_ROOT = work / "media"
-    settings.INFERENCE_DTYPE, settings.INFERENCE_QUANTIZE = "bfloat16", "none"
-    settings.RATE_LIMIT_USER_REQUESTS = settings.RATE_LIMIT_KEY_REQUESTS = 10**6
-    settings.RATE_LIMIT_USER_TOKENS = settings.RATE_LIMIT_KEY_TOKENS = 10**9
-    setup_test_environment()
-    old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
-    try:
-        run(args, settings, SimpleUploadedFile, connection.vendor)
-    finally:
-        connection.creation.destroy_test_db(old_name, verbosity=0)
+        settings.INFERENCE_DTYPE, settings.INFERENCE_QUANTIZE = "bfloat16", "none"
+        run(args, settings, SimpleUploadedFile, vendor)
 
 
 def run(args, settings, SimpleUploadedFile, vendor: str) -> None:

@@ -11,6 +11,27 @@ GENERATOR_TONES = ["neutral", "friendly", "formal", "funny", "persuasive"]
 # Length choice → (words asked for, most tokens allowed).
 GENERATOR_LENGTHS = {"short": (60, 160), "medium": (150, 320), "long": (300, 640)}
 
+# The Translator's few-shot examples: English sentences and their translations, sent as earlier chat turns before
+# the text (English or unnamed source). A 135M model told only "translate" tends to answer in English or go on
+# chatting; two worked turns show it the target language and the bare-translation format (bench/quality.py
+# measures it). None of these sentences is in bench/data/quality/translation.jsonl, the evaluation set.
+TRANSLATOR_EXAMPLE_SOURCES = ["I have two sisters.", "The door is open."]
+TRANSLATOR_EXAMPLES = {
+    "Chinese (Simplified)": ["我有两个姐妹。", "门开着。"],
+    "Spanish": ["Tengo dos hermanas.", "La puerta está abierta."],
+    "French": ["J'ai deux sœurs.", "La porte est ouverte."],
+    "German": ["Ich habe zwei Schwestern.", "Die Tür ist offen."],
+    "Italian": ["Ho due sorelle.", "La porta è aperta."],
+    "Portuguese": ["Eu tenho duas irmãs.", "A porta está aberta."],
+    "Japanese": ["私には姉妹が二人います。", "ドアが開いています。"],
+    "Korean": ["저는 자매가 두 명 있어요.", "문이 열려 있어요."],
+    "Russian": ["У меня две сестры.", "Дверь открыта."],
+    "Arabic": ["لدي أختان.", "الباب مفتوح."],
+    "Hindi": ["मेरी दो बहनें हैं।", "दरवाज़ा खुला है।"],
+    "Dutch": ["Ik heb twee zussen.", "De deur is open."],
+    "Turkish": ["İki kız kardeşim var.", "Kapı açık."],
+}
+
 CATEGORIES = [
     ("writing", _("Writing"), _("Articles, stories, poems and copy")),
     ("productivity", _("Productivity"), _("Assistants that get things done")),
@@ -44,6 +65,11 @@ BUILTIN_APPS = [
         ],
         "conversation_starters": [],
         "temperature": 0.7,
+        # Sampled at 0.7 with the default penalty of 1.1, the 135M model loops on a sentence in a text of 60 words
+        # or more; 1.25 (over the prompt and the text, as every engine applies it) keeps it moving
+        # (bench/quality.py, README's performance section). Beam search and no-repeat n-grams are not used: the
+        # llama.cpp engine and vLLM refuse them.
+        "repetition_penalty": 1.25,
         "max_tokens": 320,
         "is_featured": True,
     },
@@ -55,7 +81,8 @@ BUILTIN_APPS = [
         "short_description": "A helpful assistant for questions, ideas and everyday tasks.",
         "description": "Ask anything and keep the conversation going; your chats are saved when you are logged in.",
         "instructions": (
-            "You are a helpful, friendly assistant. Answer clearly and concisely. If you do not know, say so."
+            "You are a helpful, friendly assistant. Answer clearly and concisely: when asked a question of fact, "
+            "give the answer in your first sentence. If you do not know, say so."
         ),
         "conversation_starters": [
             "What is the capital of France?",
@@ -63,7 +90,8 @@ BUILTIN_APPS = [
             "Explain photosynthesis in two sentences.",
             "Write a short thank-you note to a colleague.",
         ],
-        "temperature": 0.6,
+        # Lower than 0.6: a small model's facts are in its likeliest tokens (bench/quality.py's questions).
+        "temperature": 0.3,
         "max_tokens": 384,
         "is_featured": True,
     },

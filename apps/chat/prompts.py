@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from apps.catalog.builtin import GENERATOR_LENGTHS, LANGUAGES
+from apps.catalog.builtin import GENERATOR_LENGTHS, LANGUAGES, TRANSLATOR_EXAMPLE_SOURCES, TRANSLATOR_EXAMPLES
 from apps.core.errors import InvalidRequest
 
 MAX_INPUT_CHARS = 8000
@@ -99,8 +99,28 @@ def translator_prompt(app, *, text, source, target) -> Prompt:
     # and greedy decoding, since a translation has one best answer rather than many creative ones.
     stop = ("\n",) if "\n" not in text else ()
     return Prompt(
-        [{"role": "system", "content": system}, {"role": "user", "content": text}], app.max_tokens, stop=stop, temperature=0.0
+        [{"role": "system", "content": system}, *translator_examples(app, source=source, target=target),
+         {"role": "user", "content": text}],
+        min(app.max_tokens, translation_tokens_bound(text)), stop=stop, temperature=0.0,
     )
+
+
+def translation_tokens_bound(text: str) -> int:
+    """The most tokens a translation of `text` takes: two a character of the text, and some room. A small model
+    caught in a loop ("英国英国英国...") otherwise fills max_tokens; a real translation of a script written in
+    more tokens a character (Hindi, Korean) stays under it."""
+    return 16 + 2 * len(text)
+
+
+def translator_examples(app, *, source, target) -> list[dict]:
+    """The built-in Translator's worked examples for `target` as earlier chat turns (English or unnamed source
+    only: they translate from English). Community translators run as their creators wrote them."""
+    if not app.is_builtin or source not in ("", None, "English") or target not in TRANSLATOR_EXAMPLES:
+        return []
+    turns = []
+    for original, translation in zip(TRANSLATOR_EXAMPLE_SOURCES, TRANSLATOR_EXAMPLES[target]):
+        turns += [{"role": "user", "content": original}, {"role": "assistant", "content": translation}]
+    return turns
 
 
 def translator_text(messages: list[dict]) -> str:

@@ -22,6 +22,21 @@ def test_seed_creates_the_three_builtin_apps_once(store, capsys):
     assert AppVersion.objects.filter(app__is_builtin=True).count() == 3
 
 
+def test_seed_brings_an_older_builtin_to_builtin_py(store):
+    from apps.catalog.builtin import BUILTIN_APPS
+    from apps.catalog.services import store_seed
+
+    spec = next(s for s in BUILTIN_APPS if s["slug"] == "text-generator")
+    StoreApp.objects.filter(slug="text-generator").update(repetition_penalty=1.1, instructions="Old instructions.")
+    store_seed()
+    app = StoreApp.objects.get(slug="text-generator")
+    assert app.repetition_penalty == spec["repetition_penalty"] and app.instructions == spec["instructions"]
+    assert [v.number for v in app.versions.order_by("number")] == [1, 2]
+    assert app.versions.get(number=2).settings["repetition_penalty"] == spec["repetition_penalty"]
+    store_seed()  # nothing left to change: no new version
+    assert app.versions.count() == 2
+
+
 def test_home_shows_sections_and_categories(client, store, user):
     app = make_app(user, name="Sea Shanty Writer")
     Review.objects.create(app=app, user=__import__("tests.factories", fromlist=["UserFactory"]).UserFactory(), rating=5, text="great")

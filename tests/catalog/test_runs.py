@@ -61,8 +61,25 @@ def test_translator_prompt_asks_for_the_translation_alone(store):
     prompt = prompts.translator_prompt(app, text="Good morning", source="English", target="German")
     assert "from English to German" in prompt.messages[0]["content"]
     assert "translation only" in prompt.messages[0]["content"]
-    assert prompt.messages[1] == {"role": "user", "content": "Good morning"}
+    # Worked examples (English to German) as earlier turns, then the text.
+    assert prompt.messages[1:-1] == [
+        {"role": "user", "content": "I have two sisters."}, {"role": "assistant", "content": "Ich habe zwei Schwestern."},
+        {"role": "user", "content": "The door is open."}, {"role": "assistant", "content": "Die Tür ist offen."},
+    ]
+    assert prompt.messages[-1] == {"role": "user", "content": "Good morning"}
     assert prompt.stop == ("\n",) and prompt.temperature == 0.0
+    assert prompt.max_tokens == 16 + 2 * len("Good morning")  # a loop cannot fill the app's 384 tokens
+
+
+def test_translator_examples_only_for_the_builtin_from_english(store, user):
+    builtin = StoreApp.objects.get(slug="translator")
+    from_spanish = prompts.translator_prompt(builtin, text="Hola", source="Spanish", target="German")
+    assert [m["role"] for m in from_spanish.messages] == ["system", "user"]
+    unnamed = prompts.translator_prompt(builtin, text="Hello", source="", target="French")
+    assert unnamed.messages[2] == {"role": "assistant", "content": "J'ai deux sœurs."}
+    community = make_app(user, kind="translator", instructions="Translate from {source} to {target}.")
+    mine = prompts.translator_prompt(community, text="Hello", source="English", target="French")
+    assert [m["role"] for m in mine.messages] == ["system", "user"]
 
 
 def test_logged_in_chat_keeps_history_regenerates_and_edits(client, store, user):
