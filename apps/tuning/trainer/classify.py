@@ -39,6 +39,7 @@ from apps.tuning.trainer.train import (
     TrainResult,
     fit,
     last_checkpoint,
+    shared_arguments,
 )
 
 HELD_OUT = 0.1  # of each label's examples, when there is no validation file
@@ -137,30 +138,12 @@ def setup(config: TrainConfig, reporter: Reporter) -> tuple[Trainer, ReporterCal
 
 
 def _arguments(config: TrainConfig) -> TrainingArguments:
-    cuda = torch.cuda.is_available()
     return TrainingArguments(
-        output_dir=config.work_dir,
-        num_train_epochs=config.n_epochs,
-        max_steps=config.max_steps or -1,
-        per_device_train_batch_size=config.batch_size,
+        **shared_arguments(config),
         per_device_eval_batch_size=max(config.batch_size, 16),  # no gradients: a larger batch is cheap
-        learning_rate=config.effective_learning_rate,
         lr_scheduler_type="linear",
-        warmup_steps=config.warmup_ratio,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=2,
         eval_strategy="epoch",  # accuracy and each label's F1 at the end of every epoch
-        seed=config.seed,
-        data_seed=config.seed,
-        bf16=cuda,
-        use_cpu=not cuda,
-        report_to=[],
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        include_num_input_tokens_seen="all",
-        remove_unused_columns=False,
+        remove_unused_columns=False,  # the encoded columns are the model's inputs already
     )
 
 

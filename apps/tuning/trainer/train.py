@@ -204,34 +204,42 @@ def _evaluation_trainer(config: TrainConfig, model, tokenizer, examples: list[di
                       processing_class=tokenizer)
 
 
-def _arguments(config: TrainConfig, *, validation: bool) -> SFTConfig:
+def shared_arguments(config: TrainConfig) -> dict:
+    """The Trainer settings every method shares: where checkpoints go and how often, epochs or steps, batch size,
+    learning rate and warm-up, logging every step (the reporter's curve), the seed, and the device."""
     cuda = torch.cuda.is_available()
+    return {
+        "output_dir": config.work_dir,
+        "num_train_epochs": config.n_epochs,
+        "max_steps": config.max_steps or -1,
+        "per_device_train_batch_size": config.batch_size,
+        "learning_rate": config.effective_learning_rate,
+        "warmup_steps": config.warmup_ratio,  # a fraction below 1 is a ratio of all steps (transformers 5)
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": config.save_steps,
+        "save_total_limit": 2,
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "bf16": cuda,  # bfloat16 autocast on CUDA; float32 on the CPU
+        "use_cpu": not cuda,
+        "report_to": [],
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "include_num_input_tokens_seen": "all",
+    }
+
+
+def _arguments(config: TrainConfig, *, validation: bool) -> SFTConfig:
     return SFTConfig(
-        output_dir=config.work_dir,
-        num_train_epochs=config.n_epochs,
-        max_steps=config.max_steps or -1,
-        per_device_train_batch_size=config.batch_size,
+        **shared_arguments(config),
         per_device_eval_batch_size=config.batch_size,
-        learning_rate=config.effective_learning_rate,
         lr_scheduler_type="linear",
-        warmup_steps=config.warmup_ratio,  # a fraction below 1 is a ratio of all steps (transformers 5)
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=2,
         eval_strategy="steps" if validation else "no",
         eval_steps=config.eval_steps or config.save_steps,
-        seed=config.seed,
-        data_seed=config.seed,
         max_length=config.max_length,
         packing=config.method == "pretrain",
         dataset_text_field="text",
-        bf16=cuda,  # bfloat16 autocast on CUDA; float32 on the CPU
-        use_cpu=not cuda,
-        report_to=[],
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        include_num_input_tokens_seen="all",
     )
 
 
