@@ -108,8 +108,9 @@ def _dataset(blocks: list[list[int]]) -> Dataset:
     return Dataset.from_dict({"input_ids": blocks, "labels": blocks})
 
 
-def scratch_setup(config, reporter, bridge_class, resume: str | None):
-    """The Trainer ready to pre-train, and its bridge to the reporter (train.py's `setup` for method `scratch`)."""
+def scratch_setup(config, reporter, bridge_class, shared_arguments: dict):
+    """The Trainer ready to pre-train, and its bridge to the reporter (train.py's `setup` for method `scratch`, which
+    passes its callback class and the Trainer settings every method shares: this module is imported by train.py)."""
     preset = PRESETS[config.preset]
     if preset.gpu_only and not torch.cuda.is_available():
         raise RuntimeError(f"the {config.preset} preset needs a CUDA GPU")
@@ -128,7 +129,7 @@ def scratch_setup(config, reporter, bridge_class, resume: str | None):
     bridge = bridge_class(reporter, config)
     trainer = Trainer(
         model=model,
-        args=_arguments(config, steps_hint=len(train_blocks)),
+        args=_arguments(config, shared_arguments),
         train_dataset=_dataset(train_blocks),
         eval_dataset=_dataset(held_blocks),
         processing_class=tokenizer,
@@ -140,34 +141,18 @@ def scratch_setup(config, reporter, bridge_class, resume: str | None):
     return trainer, bridge
 
 
-def _arguments(config, *, steps_hint: int) -> TrainingArguments:
-    cuda = torch.cuda.is_available()
+def _arguments(config, shared: dict) -> TrainingArguments:
+    """The settings every method shares (train.py's `shared_arguments`), with pre-training's own: AdamW's betas and
+    weight decay, clipping, cosine decay, and the held-out loss at each checkpoint."""
     return TrainingArguments(
-        output_dir=config.work_dir,
-        num_train_epochs=config.n_epochs,
-        max_steps=config.max_steps or -1,
-        per_device_train_batch_size=config.batch_size,
+        **shared,
         per_device_eval_batch_size=config.batch_size,
-        learning_rate=config.effective_learning_rate,
         weight_decay=0.1,
         adam_beta1=0.9,
         adam_beta2=0.95,
         max_grad_norm=1.0,
         lr_scheduler_type="cosine",
-        warmup_steps=config.warmup_ratio,  # a fraction below 1 is a ratio of all steps (transformers 5)
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=2,
         eval_strategy="steps",
         eval_steps=config.eval_steps or config.save_steps,
-        seed=config.seed,
-        data_seed=config.seed,
-        bf16=cuda,
-        use_cpu=not cuda,
-        report_to=[],
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        include_num_input_tokens_seen="all",
         prediction_loss_only=True,
     )

@@ -163,7 +163,7 @@ def setup(config: TrainConfig, reporter: Reporter) -> tuple[SFTTrainer, Reporter
     """The trainer ready to train, its bridge to the reporter, and the checkpoint to resume from (None: a fresh start)."""
     resume = last_checkpoint(config.work_dir)
     if config.method == "scratch":  # a new model from a preset, not the base's weights
-        trainer, bridge = scratch_setup(config, reporter, ReporterCallback, resume)
+        trainer, bridge = scratch_setup(config, reporter, ReporterCallback, shared_arguments(config))
         return trainer, bridge, resume
     bridge = ReporterCallback(reporter, config)
     parent = config.base_adapters[-1] if config.base_adapters else None
