@@ -97,6 +97,7 @@ def greedy_answers(model, tokenizer, prompts: list[dict]) -> list[str]:
         out = model.generate(
             input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device), do_sample=False,
             max_new_tokens=min(MAX_NEW_TOKENS, longest + 4),  # room to end the answer, not to ramble on
+            use_cache=True,  # off in the config for gradient checkpointing; without it each token re-reads the prompt
             pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
         )
     finally:
