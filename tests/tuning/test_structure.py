@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from apps.tuning import dispatch
-from apps.tuning.forms import JobForm
+from apps.tuning.forms import SCRATCH_OPTIONS, JobForm
 from apps.tuning.hyperparameters import (
     BASE_LEARNING_RATE,
     HYPERPARAMETERS,
@@ -83,10 +83,19 @@ def test_each_hyperparameter_is_checked(given, param):
 def test_every_reader_takes_the_same_names_and_defaults(db, user):
     assert set(BASE_LEARNING_RATE) == set(FineTuningJob.Method.values)
     form = JobForm(user=user, model_choices=[])
-    assert [name for name in form.fields if name in NAMES] == list(PAGE_NAMES) == ["n_epochs", "batch_size", "learning_rate_multiplier", "lora_rank"]
+    assert list(PAGE_NAMES) == ["n_epochs", "batch_size", "learning_rate_multiplier", "lora_rank"]
+    # The page's hyperparameter fields: pre-training from scratch's two choices (menus of their own), then the numbers.
+    assert [name for name in form.fields if name in NAMES] == [*SCRATCH_OPTIONS, *PAGE_NAMES]
+    specs = {h.name: h for h in HYPERPARAMETERS}
+    for name in SCRATCH_OPTIONS:  # each menu offers exactly what the hyperparameter allows
+        assert [value for value, _label in form.fields[name].choices] == list(specs[name].choices), name
     assert str(form.fields["n_epochs"].label) == "Epochs"
     defaults = hyperparameters_resolve(method="lora", examples=100, given=None)  # `auto` for a mid-sized file
     config = TrainConfig(base_model="m", train_file="t", output_dir="o", work_dir="w")
     assert {h.name: getattr(config, h.name) for h in HYPERPARAMETERS if hasattr(config, h.name)} == {
-        k: defaults[k] for k in ("n_epochs", "batch_size", "lora_rank", "lora_alpha")}
+        **{k: defaults[k] for k in ("n_epochs", "batch_size", "lora_rank", "lora_alpha")},
+        # the method-specific ones: as `auto` resolves them for their own method
+        "classifier_body": hyperparameters_resolve(method="classification", examples=100, given=None)["classifier_body"],
+        **{k: hyperparameters_resolve(method="scratch", examples=100, given=None)[k] for k in ("preset", "tokenizer")},
+    }
     assert config.effective_learning_rate == defaults["learning_rate"]

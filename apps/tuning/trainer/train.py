@@ -42,7 +42,7 @@ from apps.tuning.hyperparameters import (
 )
 from apps.tuning.trainer import evaluation
 from apps.tuning.trainer.data import classifier_metrics, validate_file
-from apps.tuning.trainer.presets import perplexity
+from apps.tuning.trainer.presets import DEFAULT_PRESET, TOKENIZERS, perplexity
 from apps.tuning.trainer.scratch import scratch_setup
 
 
@@ -74,8 +74,8 @@ class TrainConfig:
     # ({"reference": "<id>@v<N>", "model": its root's folder, "adapters": [folders merged onto it]}), or None.
     compare: dict | None = None
     # Method `scratch` (trainer/scratch.py): the model's size, and whose tokenizer ("base": base_model's; "bpe": new).
-    preset: str = "micro"
-    tokenizer: Literal["base", "bpe"] = "base"
+    preset: str = DEFAULT_PRESET
+    tokenizer: Literal["base", "bpe"] = TOKENIZERS[0]
 
     @property
     def effective_learning_rate(self) -> float:
