@@ -1,6 +1,6 @@
 """Quality of the built-in apps: the Translator's chrF, the Text Generator's repetition, the Chatbot's facts.
 
-    .venv/bin/python bench/quality.py                                   # every set, in full (about 10 minutes)
+    .venv/bin/python bench/quality.py                                   # every set, in full (about 25 minutes on 2 loaded cores)
     .venv/bin/python bench/quality.py --apps translator --limit 8       # a quick look while changing a prompt
     .venv/bin/python bench/quality.py --show                            # print every answer beside its reference
 
