@@ -122,6 +122,7 @@ def test_classification_jobs_from_the_api_and_the_page_register_a_loadable_class
     # Accuracy and each label's F1 at every epoch, as the job's events.
     evaluations = job.events.filter(message__startswith="Validation at step")
     assert evaluations.count() >= 3 and "F1 per label" in evaluations.last().message
+    assert not job.events.filter(message__startswith="Held-out perplexity").exists()  # a language model's figure
     assert not list(version.path.glob("*.bin")) and (version.path / "model.safetensors").is_file()
     model = AutoModelForSequenceClassification.from_pretrained(str(version.path), use_safetensors=True)
     assert type(model).__name__ == "LlamaForSequenceClassification" and model.config.num_labels == 3

@@ -281,7 +281,8 @@ class ReporterCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         metrics = {k: float(v) for k, v in logs.items() if k in LOGGED or k.startswith(CLASSIFIER_LOGGED)}
-        if "eval_loss" in metrics:  # held-out perplexity: what a language model's quality is read as
+        language_model = not any(k.startswith(CLASSIFIER_LOGGED) for k in metrics)  # a classifier's loss is over labels
+        if "eval_loss" in metrics and language_model:  # held-out perplexity: what a language model's quality is read as
             metrics["eval_perplexity"] = perplexity(metrics["eval_loss"])
         elapsed = time.monotonic() - self.started
         if elapsed > 0 and "loss" in logs:
