@@ -18,7 +18,7 @@ from django.utils.text import slugify
 from apps.core.errors import Conflict, InvalidRequest, StoreError
 from apps.registry.models import ModelVersion
 from apps.tuning.dispatch import finetune_job_enqueue
-from apps.tuning.hyperparameters import NAMES, hyperparameters_resolve, training_estimate
+from apps.tuning.hyperparameters import HYPERPARAMETERS, NAMES, hyperparameters_resolve, training_estimate
 from apps.tuning.models import FineTuningJob, JobEvent, TrainingFile
 from apps.tuning.services.evaluation import evaluation_split
 from apps.tuning.services.files import QuotaExceeded, base_version_resolve
@@ -213,7 +213,9 @@ def finetune_job_create(
         # The given values are checked now; `auto` is chosen from the file's example count once it is processed.
         scratch_preset_check(method=method, hyperparameters=hyperparameters_resolve(method=method, examples=0, given=hyperparameters))
         given = hyperparameters or {}
-        hyper = {name: "auto" if given.get(name) in (None, "") else given[name] for name in NAMES}
+        # Only the method's own (a LoRA job has no preset): as _job_plan resolves them once the files are processed.
+        hyper = {h.name: "auto" if given.get(h.name) in (None, "") else given[h.name]
+                 for h in HYPERPARAMETERS if h.applies(method)}
         estimate = {}
     with transaction.atomic():
         # The owner's row locked: two requests at once cannot both take the last slot or the last of the budget.
