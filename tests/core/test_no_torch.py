@@ -33,6 +33,10 @@ MODEL_PROCESS_ONLY = {
     "apps.tuning.child": "the training process, a child of worker-gpu's runner",
     "apps.tuning.trainer.train": "TRL/PEFT training, in that child",
     "apps.tuning.trainer.__main__": "the trainer run from a shell",
+    "apps.tuning.trainer.classify": "classification training, in the training child",
+    "apps.tuning.trainer.scratch": "pre-training from scratch, in the training child",
+    "apps.tuning.trainer.evaluation": "the evaluation gate's measurements, in the training child (its split is in data.py)",
+    "apps.inference.classifier": "classifiers served on transformers, under the local engine",
 }
 
 CHILD = r"""

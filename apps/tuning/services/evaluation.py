@@ -12,8 +12,7 @@ from apps.registry.models import ModelAlias, ModelVersion
 from apps.registry.references import DEFAULT_ALIAS
 from apps.registry.selectors import model_version_weights_chain
 from apps.tuning.models import FineTuningJob, TrainingFile
-from apps.tuning.trainer.evaluation import holdout_size
-
+from apps.tuning.trainer.data import holdout_size
 
 # The methods the gate measures (a classifier's accuracy and a model pre-trained from scratch are measured by
 # their own trainers).

@@ -18,7 +18,12 @@ from django.utils.text import slugify
 from apps.core.errors import Conflict, InvalidRequest, StoreError
 from apps.registry.models import ModelVersion
 from apps.tuning.dispatch import finetune_job_enqueue
-from apps.tuning.hyperparameters import HYPERPARAMETERS, NAMES, hyperparameters_resolve, training_estimate
+from apps.tuning.hyperparameters import (
+    HYPERPARAMETERS,
+    NAMES,
+    hyperparameters_resolve,
+    training_estimate,
+)
 from apps.tuning.models import FineTuningJob, JobEvent, TrainingFile
 from apps.tuning.services.evaluation import evaluation_split
 from apps.tuning.services.files import QuotaExceeded, base_version_resolve

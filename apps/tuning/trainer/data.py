@@ -4,6 +4,7 @@ text. Every problem with its line number."""
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,9 @@ from typing import Literal
 Format = Literal["chat", "prompt_completion", "classification", "text"]
 ROLES = {"system", "user", "assistant"}
 MIN_EXAMPLES = 10  # of a training file (OpenAI's minimum); a validation file needs one
+# The evaluation gate's held-out split (trainer/evaluation.py): here, without torch, as the web's estimate uses it too.
+HOLDOUT_FRACTION = 0.1
+HOLDOUT_MIN = 3  # fewer held-out examples would say nothing
 MAX_PROBLEMS = 50  # a broken file reports its first problems, not thousands
 # Classification: a head of 2 to 50 labels; each label needs a few examples to be learnt and one to be checked on
 # (a training file without a validation file gives up a tenth of each label's examples to the validation split).
@@ -223,3 +227,18 @@ def validate_file(
     for example in report.examples:
         example.pop("_line", None)
     return report
+
+
+def holdout_size(examples: int) -> int:
+    """How many of a training file's examples a job without a validation file holds out (0: too few to split)."""
+    held = max(HOLDOUT_MIN, round(examples * HOLDOUT_FRACTION))
+    return held if examples - held >= MIN_EXAMPLES else 0
+
+
+def holdout_split(examples: list, *, seed: int) -> tuple[list, list]:
+    """(training, held out): a seeded, reproducible choice; the held-out ones keep the file's order."""
+    held = holdout_size(len(examples))
+    if not held:
+        return list(examples), []
+    chosen = set(random.Random(seed).sample(range(len(examples)), held))
+    return [e for i, e in enumerate(examples) if i not in chosen], [e for i, e in enumerate(examples) if i in chosen]

@@ -17,37 +17,19 @@ from __future__ import annotations
 import gc
 import json
 import math
-import random
 from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer
 
 from apps.inference.loading import adapter_tokenizer_path, load_chain
-from apps.tuning.trainer.data import MIN_EXAMPLES
+from apps.tuning.trainer.data import HOLDOUT_MIN, holdout_size, holdout_split  # noqa: F401  (the split: torch-free, in data.py)
 
-HOLDOUT_FRACTION = 0.1
-HOLDOUT_MIN = 3  # fewer held-out examples would say nothing
 # Greedy answers per model: one batch each, a few dozen tokens, so the gate adds seconds, not minutes, to a job.
 EXACT_MATCH_MAX = 10
 PAIRS_KEPT = 5
 MAX_NEW_TOKENS = 48
 BEFORE_FILE = "evaluation-before.json"
-
-
-def holdout_size(examples: int) -> int:
-    """How many of a training file's examples a job without a validation file holds out (0: too few to split)."""
-    held = max(HOLDOUT_MIN, round(examples * HOLDOUT_FRACTION))
-    return held if examples - held >= MIN_EXAMPLES else 0
-
-
-def holdout_split(examples: list, *, seed: int) -> tuple[list, list]:
-    """(training, held out): a seeded, reproducible choice; the held-out ones keep the file's order."""
-    held = holdout_size(len(examples))
-    if not held:
-        return list(examples), []
-    chosen = set(random.Random(seed).sample(range(len(examples)), held))
-    return [e for i, e in enumerate(examples) if i not in chosen], [e for i, e in enumerate(examples) if i in chosen]
 
 
 def prompts_of(examples: list[dict]) -> list[dict]:
