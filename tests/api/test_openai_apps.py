@@ -5,6 +5,7 @@ import json
 import pytest
 
 from apps.accounts.services import api_key_create
+from apps.catalog.builtin import TRANSLATOR_EXAMPLE_SOURCES, TRANSLATOR_EXAMPLES
 from apps.chat.models import AppRun
 from apps.inference import services as inference
 from apps.inference.types import SamplingParams
@@ -46,7 +47,11 @@ def test_app_instructions_come_first_and_the_caller_overrides_sampling(client, s
               "Reply with the translation only: no explanations, no notes, no quotes.")
     direct = inference.generation_run(
         user=None, reference="smollm2-135m-instruct@latest",
-        messages=[{"role": "system", "content": system}, {"role": "user", "content": "Good morning"}],
+        # The built-in's worked examples come between its instructions and the text, as earlier turns.
+        messages=[{"role": "system", "content": system},
+                  *[{"role": role, "content": text} for pair in zip(TRANSLATOR_EXAMPLE_SOURCES, TRANSLATOR_EXAMPLES["German"])
+                    for role, text in zip(("user", "assistant"), pair)],
+                  {"role": "user", "content": "Good morning"}],
         params=SamplingParams(max_tokens=3, temperature=0, top_p=0.9, repetition_penalty=1.1),
     )
     assert response["choices"][0]["message"]["content"] == direct.text

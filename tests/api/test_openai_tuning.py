@@ -173,7 +173,7 @@ def test_job_requests_are_checked(client, user, tiny_version, settings, tmp_path
     assert client.post(f"/v1/fine_tuning/jobs/{waiting.json()['id']}/cancel", **mine).json()["status"] == "cancelled"
     f.status, f.format, f.example_count = "processed", "chat", 24
     f.save()
-    assert create(method={"type": "pretrain"}).json()["error"]["message"].startswith("Continued pre-training takes a plain-text file")
+    assert create(method={"type": "pretrain"}).json()["error"]["message"].startswith("Continued pre-training and pre-training from scratch take a plain-text file")
     assert create(hyperparameters={"n_epochs": "many"}).status_code == 400
     assert create(hyperparameters={"warp_factor": 9}).json()["error"]["message"] == "Unknown hyperparameter(s): warp_factor."
     assert create(hyperparameters={"n_epochs": 0}).json()["error"]["param"] == "hyperparameters.n_epochs"

@@ -65,7 +65,9 @@ def test_the_same_translator_request_is_the_same_run_on_every_face(client, user,
         assert request.model == first.model
         assert request.params == first.params
     assert first.messages[0]["content"].startswith("You are a translator. Translate the user's text from English to German.")
-    assert first.messages[1] == {"role": "user", "content": TEXT}
+    # The built-in's worked examples (earlier turns, pairs of user and assistant), then the text itself.
+    assert first.messages[-1] == {"role": "user", "content": TEXT}
+    assert [m["role"] for m in first.messages[1:-1]] == ["user", "assistant"] * 2
     assert first.params.temperature == 0.0 and first.params.stop == ("\n",)
     # The same quota effect: one request and the same tokens from the user's budget on every face.
     assert effects["page"][0] == effects["native"][0] == effects["openai"][0] == 1

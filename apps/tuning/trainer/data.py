@@ -43,7 +43,18 @@ class FileReport:
         return not self.problems
 
     def preview(self, n: int = 3) -> list[dict]:
-        return self.examples[:n]
+        """The first examples as the file page shows them (NUL shown as U+FFFD: PostgreSQL's JSON holds no NUL)."""
+        return [_without_nul(example) for example in self.examples[:n]]
+
+
+def _without_nul(value):
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    return value
 
 
 def _check_chat(obj, line: int) -> list[Problem]:
