@@ -85,6 +85,8 @@ OPERATION_ERRORS: dict[str, set[str]] = {
     "api_v1_models_destroy": _OWNED | {"409"},  # an app runs on it, or models derive from it
     "v1_models_destroy": _OWNED | {"409"},  # a base model; an app, a job or a fine-tune depends on it
     "api_v1_models_aliases_update": _OWNED | {"409"},  # the version is not ready
+    "api_v1_votes_create": {"404", "409"},  # the comparison by id; answers not finished, or already voted
+    "api_v1_feedback_create": {"404"},  # the message or run by id
 }
 
 UNSAFE_METHODS = {"post", "put", "patch", "delete"}
