@@ -13,6 +13,7 @@ its words (common English words left out) and, for Chinese, of its character big
 
 from __future__ import annotations
 
+import abc
 import re
 from dataclasses import dataclass
 
@@ -55,13 +56,16 @@ class Hit:
     score: float  # higher is better, on the backend's own scale
 
 
-class SearchBackend:
+class SearchBackend(abc.ABC):
+    """One search interface over the database's own engine; `search_backend()` picks the one for the connection."""
+
     vendor = ""
     SCHEMA: list[str] = []  # what the migration creates
     UNDO: list[str] = []
 
+    @abc.abstractmethod
     def search(self, *, app_id: int, query: str, limit: int) -> list[Hit]:
-        raise NotImplementedError
+        """The app's best `limit` passages for `query`, best first."""
 
 
 class PostgresSearch(SearchBackend):
