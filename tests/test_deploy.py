@@ -221,9 +221,8 @@ def procfile() -> dict[str, str]:
 def test_procfile_runs_web_the_model_server_two_workers_and_beat_with_capped_threads():
     lines = procfile()
     assert set(lines) == {"web", "inference", "worker", "worker-gpu", "beat"}
-    # web: uvicorn on the socket the supervisor binds and shares between its copies, httptools and uvloop.
-    assert "uvicorn store.asgi:application --fd $WEB_FD" in lines["web"]
-    assert "--http httptools --loop uvloop" in lines["web"] and "--lifespan off" in lines["web"]
+    # web: uvicorn (store/web.py: httptools, uvloop) on the socket the supervisor binds and shares between its copies.
+    assert "python -m store.web --fd $WEB_FD" in lines["web"]
     assert "python -m apps.inference.server" in lines["inference"]
     assert "-Q celery " in lines["worker"] and "-Q gpu " in lines["worker-gpu"] and "-c 1" in lines["worker-gpu"]
     for name in ["inference", "worker", "worker-gpu"]:
