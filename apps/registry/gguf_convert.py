@@ -6,7 +6,9 @@ Runs from a shell too:  python -m apps.registry.gguf_convert FILE.gguf OUT_DIR
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import gguf
@@ -21,6 +23,36 @@ ProgressFn = Callable[[str], None]
 
 class GGUFError(ValueError):
     """The file is not a readable GGUF model."""
+
+
+_READER_LOCK = threading.Lock()
+
+
+@contextmanager
+def _one_parse(path: Path) -> Iterator[None]:
+    """While converting `path`, every `gguf.GGUFReader(path)` returns the same reader.
+
+    Transformers opens the file anew for the config, the tokenizer and the weights, and the check below opens it
+    too: each open parses every metadata field, about 100,000 strings of vocabulary and merges one numpy view at
+    a time (about 5 s each on this machine, most of an import). The reader is read-only, so one parse serves all
+    four. The module attribute is swapped under a lock (conversions are rare: one at a time per process)."""
+    original = gguf.GGUFReader
+    target = str(Path(path).resolve())
+    readers: dict[str, object] = {}
+
+    def reader(file, *args, **kwargs):
+        if args or kwargs or str(Path(file).resolve()) != target:
+            return original(file, *args, **kwargs)
+        if target not in readers:
+            readers[target] = original(file)
+        return readers[target]
+
+    with _READER_LOCK:
+        gguf.GGUFReader = reader
+        try:
+            yield
+        finally:
+            gguf.GGUFReader = original
 
 
 def check_gguf(path: Path) -> dict:
@@ -54,8 +86,11 @@ def convert_gguf(
     built from the same config (every key must match). bfloat16 halves the folder; the weights came from
     4-bit quantization, so nothing measurable is lost.
     """
-    report = progress or (lambda stage: None)
-    gguf_path = Path(gguf_path)
+    with _one_parse(Path(gguf_path)):
+        return _convert(Path(gguf_path), Path(out_dir), dtype=dtype, report=progress or (lambda stage: None))
+
+
+def _convert(gguf_path: Path, out_dir: Path, *, dtype: str, report: ProgressFn) -> dict:
     info = check_gguf(gguf_path)
     report("tokenizer")
     try:
@@ -86,7 +121,6 @@ def convert_gguf(
     tokenizer.model_max_length = config.max_position_embeddings
 
     report("save")
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fresh.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
