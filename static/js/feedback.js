@@ -53,14 +53,24 @@
     form.append(label, save);
     box.append(up, down, better, status, form);
 
-    function show() {
+    // `withText`: also put the saved correction in the box (never while the user may be typing in it).
+    function show(withText) {
       up.setAttribute("aria-pressed", String(!!feedback && feedback.rating === "up"));
       down.setAttribute("aria-pressed", String(!!feedback && feedback.rating === "down"));
-      text.value = feedback ? feedback.correction : "";
+      if (withText) text.value = feedback ? feedback.correction : "";
     }
 
-    async function rate(rating, correction) {
+    // One change at a time, in the order the user made them: a Save clicked while the thumb's request is still
+    // out waits for it (and then updates that feedback instead of creating a second one).
+    let queue = Promise.resolve();
+    function rate(rating, correction) {
+      queue = queue.then(() => change(rating, correction));
+      return queue;
+    }
+
+    async function change(rating, correction) {
       status.textContent = "";
+      if (rating === null) rating = feedback ? feedback.rating : "down";  // a correction keeps the thumb it was given
       try {
         if (feedback && feedback.rating === rating && correction === undefined) {  // the same thumb again: take it back
           await send("DELETE", API + feedback.id + "/");
@@ -74,7 +84,7 @@
       } catch (err) {
         status.textContent = err.message;
       }
-      show();
+      show(correction !== undefined);
     }
 
     up.addEventListener("click", () => rate("up"));
@@ -82,9 +92,9 @@
     better.addEventListener("click", () => { form.hidden = !form.hidden; if (!form.hidden) text.focus(); });
     form.addEventListener("submit", (e) => {
       e.preventDefault();
-      rate(feedback ? feedback.rating : "down", text.value).then(() => { if (feedback) form.hidden = true; });
+      rate(null, text.value).then(() => { if (feedback) form.hidden = true; });
     });
-    show();
+    show(true);
     return box;
   }
 

@@ -25,7 +25,8 @@ def test_thumbs_under_a_translation_and_a_chat_answer(page):
     expect(tools).to_be_visible(timeout=60_000)
     tools.get_by_role("button", name="Bad answer").click()
     tools.get_by_label(re.compile("The answer you wanted")).fill("Bonjour, mon ami.")
-    tools.get_by_role("button", name="Save").click()
+    tools.get_by_role("button", name="Save").click()  # typed and saved while the thumb's own request may be out
+    expect(tools.locator("form.feedback-correction")).to_be_hidden()  # hidden once the correction is saved
     expect(tools.get_by_role("status")).to_have_text("Thanks: saved in your rated answers.")
     expect(tools.get_by_role("button", name="Bad answer")).to_have_attribute("aria-pressed", "true")
 
