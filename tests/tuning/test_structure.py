@@ -68,6 +68,29 @@ def test_auto_follows_the_size_of_the_file():
     assert training_estimate(method="lora", hyperparameters=small, examples=24, tokens=600) == {"steps": 30, "tokens": 3000, "seconds_cpu": 15}
 
 
+@pytest.mark.parametrize("method, examples, epochs, multiplier, rate", [
+    # Below 30 examples, every method: repeated until about 100 examples are seen, at the base rate.
+    ("lora", 20, 5, 1.0, 1e-3), ("full", 20, 5, 1.0, 2e-5),
+    # A LoRA on 30 to 199 examples counts steps: about 64 examples seen (at least one epoch) at twice the base rate.
+    ("lora", 30, 2, 2.0, 2e-3), ("lora", 40, 2, 2.0, 2e-3), ("lora", 64, 1, 2.0, 2e-3), ("lora", 150, 1, 2.0, 2e-3),
+    ("lora", 199, 1, 2.0, 2e-3),
+    # Other methods keep 3 epochs at their own base rate; so does a LoRA on 200 examples or more (batch 8 there).
+    ("full", 40, 3, 1.0, 2e-5), ("full", 150, 3, 1.0, 2e-5), ("pretrain", 40, 3, 1.0, 1e-3),
+    ("classification", 40, 3, 1.0, 5e-4), ("lora", 200, 3, 1.0, 1e-3), ("lora", 250, 3, 1.0, 1e-3),
+])
+def test_auto_epochs_and_rate_follow_the_method_and_the_file(method, examples, epochs, multiplier, rate):
+    chosen = hyperparameters_resolve(method=method, examples=examples, given=None)
+    assert (chosen["n_epochs"], chosen["learning_rate_multiplier"]) == (epochs, multiplier)
+    assert chosen["learning_rate"] == pytest.approx(rate)
+
+
+def test_a_given_value_replaces_only_its_own_auto():
+    # A LoRA on 60 examples: the multiplier given, the epochs still `auto` (and the other way round).
+    assert hyperparameters_resolve(method="lora", examples=60, given={"learning_rate_multiplier": 1})["n_epochs"] == 1
+    chosen = hyperparameters_resolve(method="lora", examples=60, given={"n_epochs": 3, "learning_rate_multiplier": "auto"})
+    assert chosen["n_epochs"] == 3 and chosen["learning_rate"] == pytest.approx(2e-3)
+
+
 @pytest.mark.parametrize("given, param", [
     ({"n_epochs": 0}, "hyperparameters.n_epochs"), ({"learning_rate_multiplier": 0}, "hyperparameters.learning_rate_multiplier"),
     ({"lora_alpha": 2000}, "hyperparameters.lora_alpha"), ({"n_epochs": "many"}, "hyperparameters"), ({"warp": 9}, "hyperparameters"),
@@ -90,7 +113,9 @@ def test_every_reader_takes_the_same_names_and_defaults(db, user):
     for name in SCRATCH_OPTIONS:  # each menu offers exactly what the hyperparameter allows
         assert [value for value, _label in form.fields[name].choices] == list(specs[name].choices), name
     assert str(form.fields["n_epochs"].label) == "Epochs"
-    defaults = hyperparameters_resolve(method="lora", examples=100, given=None)  # `auto` for a mid-sized file
+    # The trainer's defaults are `auto` for a mid-sized file where it counts epochs (a full fine-tune's), at its method's
+    # base rate: a LoRA's `auto` there counts steps from the file's size, which a standalone trainer run does not know.
+    defaults = hyperparameters_resolve(method="full", examples=100, given=None)
     config = TrainConfig(base_model="m", train_file="t", output_dir="o", work_dir="w")
     assert {h.name: getattr(config, h.name) for h in HYPERPARAMETERS if hasattr(config, h.name)} == {
         **{k: defaults[k] for k in ("n_epochs", "batch_size", "lora_rank", "lora_alpha")},
@@ -98,4 +123,4 @@ def test_every_reader_takes_the_same_names_and_defaults(db, user):
         "classifier_body": hyperparameters_resolve(method="classification", examples=100, given=None)["classifier_body"],
         **{k: hyperparameters_resolve(method="scratch", examples=100, given=None)[k] for k in ("preset", "tokenizer")},
     }
-    assert config.effective_learning_rate == defaults["learning_rate"]
+    assert config.effective_learning_rate == BASE_LEARNING_RATE[config.method] and defaults["learning_rate_multiplier"] == 1
