@@ -171,7 +171,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": platform.platform(), "device": device, "threads": torch.get_num_threads(),
                                     "command": " ".join(["bench/skills.py", *sys.argv[1:]]), "runs": runs}, indent=2))
-    print(f"written to {args.out.relative_to(ROOT)} ({device}, {torch.get_num_threads()} torch thread(s))")
+    print(f"written to {args.out} ({device}, {torch.get_num_threads()} torch thread(s))")
 
 
 if __name__ == "__main__":
