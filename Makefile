@@ -59,6 +59,8 @@ run: setup
 	@# store/supervisor.py restarts a process that dies and leaves none behind on Ctrl-C or SIGTERM.
 	VENV_BIN=$(abspath $(BIN)) exec $(BIN)/python -m store.supervisor Procfile
 
+# Two test processes (pytest-xdist), a file's tests on one of them; PYTEST_ARGS replaces these options.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

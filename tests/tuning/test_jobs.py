@@ -47,7 +47,7 @@ def test_lora_full_and_pretrain_jobs_train_register_and_answer(setup, tmp_path, 
         chat = upload(user, chat_lines(), "pirate.jsonl")
         assert chat.status == "processed", chat.problems
         assert chat.format == "chat" and chat.example_count == 24 and chat.token_count > 0 and len(chat.preview) == 3
-        text = upload(user, "\n\n".join(f"Chapter {i}. The ship sailed north along the cold grey coast, and the crew sang." for i in range(150)), "book.txt")
+        text = upload(user, "\n\n".join(f"Chapter {i}. The ship sailed north along the cold grey coast, and the crew sang." for i in range(60)), "book.txt")
         assert text.status == "processed" and text.format == "text"
 
         jobs = {
