@@ -187,8 +187,12 @@ def app_run_start(*, caller: Caller, app: StoreApp, inputs: dict | None = None, 
     user_message = prompt.messages[-1]["content"]
     exchange = prompt.messages if messages is None and turns is None else None
     prompt, sources = _with_knowledge(app, prompt, measure, max_tokens=overrides.get("max_tokens") or prompt.max_tokens)
-    request = GenerationRequest(model=spec, messages=prompt.messages,
-                                params=replace(_app_sampling(app, prompt), **overrides))
+    params = replace(_app_sampling(app, prompt), **overrides)
+    if sources:
+        # The repetition penalty is there to keep an answer from looping on its own words; over the prompt too (as
+        # transformers' counts it) it pushes the answer away from the passages' names and figures it should quote.
+        params = replace(params, penalize_prompt=False)
+    request = GenerationRequest(model=spec, messages=prompt.messages, params=params)
     run = _run_start(caller=caller, app=app, request=request, measure=measure, n=n,
                      caller_max_tokens="max_tokens" in overrides, trimmed_turns=prompt.trimmed_turns,
                      stream_async=stream_async)

@@ -213,9 +213,9 @@ class NativeModel:
 
 
 def sampler_chain(native: NativeModel, params: SamplingParams, history: list[int]):
-    """A sequence's sampler chain, in the transformers engine's order: repetition penalty over the prompt and the
-    answer (as transformers', which penalises every token of the input), then temperature, top-k, top-p and a
-    draw from the request's own seeded generator; greedy at temperature 0."""
+    """A sequence's sampler chain, in the transformers engine's order: repetition penalty over `history` (the
+    prompt, or nothing when `penalize_prompt` is off) and the answer, then temperature, top-k, top-p and a draw
+    from the request's own seeded generator; greedy at temperature 0."""
     lc = native.lc
     chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
     if params.repetition_penalty != 1.0:
@@ -309,8 +309,9 @@ class LlamaScheduler(BatchScheduler):
                     self._waiting.extendleft(reversed([s for s in admitted[i:] if not s.done]))
                 return
             if slot is None:
-                slot = self._slots[id(seq)] = _Slot(seq, sampler_chain(self.native, seq.sampler.params, seq.prompt_ids),
-                                                    [])
+                params = seq.sampler.params
+                penalised = seq.prompt_ids if params.penalize_prompt else []  # the answer's tokens join as drawn
+                slot = self._slots[id(seq)] = _Slot(seq, sampler_chain(self.native, params, penalised), [])
             slot.pending, slot.cached, slot.seq_id = list(tokens), 0, self._free_ids.pop()
             self.native.forget(slot.seq_id)  # no cell of an earlier holder may stay under the id
             self.active.append(seq)

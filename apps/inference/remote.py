@@ -149,6 +149,10 @@ class RemoteEngine:
             extra["num_beams"] = p.num_beams
         if p.ignore_eos:
             extra["ignore_eos"] = True
+        if not p.penalize_prompt and self.vllm is None and (p.repetition_penalty != 1.0 or p.no_repeat_ngram_size):
+            # The store's model server penalises the answer alone; vLLM's repetition_penalty always counts the
+            # prompt too (it has no such switch), so there the passages of a knowledge run are penalised as before.
+            extra["penalize_prompt"] = False
         if extra:
             args["extra_body"] = extra
         if request.messages is not None:

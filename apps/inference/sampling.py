@@ -45,9 +45,10 @@ class TokenSampler:
             self.generator.manual_seed(seed)
 
     def choose(self, logits: torch.Tensor, history: list[int] | None) -> int:
-        """logits: [vocab] float32 for this request's next token; history: prompt + generated ids."""
+        """logits: [vocab] float32 for this request's next token; history: the ids the penalties count (prompt +
+        generated, or generated only when `penalize_prompt` is off)."""
         scores = logits.unsqueeze(0)
-        if self.needs_history:
+        if self.needs_history and history:
             ids = torch.tensor([history], dtype=torch.long, device=logits.device)
             scores = self.penalties(ids, scores)
         else:
@@ -57,3 +58,12 @@ class TokenSampler:
         scores = self.warpers(ids, scores) if self.warpers else scores
         probs = torch.softmax(scores, dim=-1)
         return int(torch.multinomial(probs, 1, generator=self.generator).item())
+
+
+def beam_penalties(params: SamplingParams, *, prompt_length: int) -> dict:
+    """The repetition penalty as arguments of transformers' `generate` (beam search): over the answer alone when
+    the prompt is not to be penalised (the processor's `prompt_ignore_length`)."""
+    if params.penalize_prompt or params.repetition_penalty == 1.0:
+        return {"repetition_penalty": params.repetition_penalty}
+    return {"logits_processor": LogitsProcessorList(
+        [RepetitionPenaltyLogitsProcessor(params.repetition_penalty, prompt_ignore_length=prompt_length)])}

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
 
 from apps.inference.loading import LoadedModel
-from apps.inference.sampling import TokenSampler
+from apps.inference.sampling import TokenSampler, beam_penalties
 from apps.inference.textstream import TextAssembler
 from apps.inference.types import (
     EngineOverloaded,
@@ -305,7 +305,9 @@ class BatchScheduler:
         logits = logits.float()
         # Row i of `logits` belongs to self.active[first_row + i] (a prefill has rows for the newcomers only).
         for row, seq in enumerate(self.active[first_row:]):
-            history = seq.prompt_ids + seq.generated if seq.sampler.needs_history else None
+            history = None
+            if seq.sampler.needs_history:
+                history = (seq.prompt_ids if seq.sampler.params.penalize_prompt else []) + seq.generated
             self._accept(seq, seq.sampler.choose(logits[row], history))
         self._prune()
 
@@ -380,7 +382,7 @@ class BatchScheduler:
             num_beams=seq.num_beams,
             do_sample=False,
             max_new_tokens=seq.max_new_tokens,
-            repetition_penalty=p.repetition_penalty,
+            **beam_penalties(p, prompt_length=len(seq.prompt_ids)),
             no_repeat_ngram_size=p.no_repeat_ngram_size or None,
             eos_token_id=eos,
             suppress_tokens=eos if p.ignore_eos else None,

@@ -7,8 +7,9 @@ owns every loaded model: the web tier, on the remote engine, generates through i
   server share (`INFERENCE_REMOTE_API_KEY`, or the one generated into `$STORE_DATA_DIR/inference_token`).
 - `POST /v1/chat/completions`, `POST /v1/completions`: OpenAI's shapes, `stream` as server-sent events with
   `stream_options.include_usage`; extra body fields `top_k`, `repetition_penalty`, `no_repeat_ngram_size`,
-  `num_beams`, `ignore_eos`; one choice per request (`n` > 1 is a 400: send n requests). A client that goes
-  away (streaming or not) cancels its generation at once.
+  `num_beams`, `ignore_eos`, `penalize_prompt` (false: the penalties count the answer's tokens only); one choice
+  per request (`n` > 1 is a 400: send n requests). A client that goes away (streaming or not) cancels its
+  generation at once.
 - `POST /tokenize` (vLLM's shape): `{"model", "messages" | "prompt", "add_generation_prompt": true,
   "add_special_tokens": false}` → `{"count", "max_model_len", "tokens"}`, counted as generation encodes the prompt.
 - `POST /v1/classify` (the store's own): `{"model": <a classifier>, "input": text | [texts]}` →
@@ -206,6 +207,7 @@ def _params(data: dict, *, max_tokens_default: int | None) -> SamplingParams:
         no_repeat_ngram_size=_whole(data, "no_repeat_ngram_size", 0),
         num_beams=_whole(data, "num_beams", 1),
         ignore_eos=_flag(data, "ignore_eos", False),
+        penalize_prompt=_flag(data, "penalize_prompt", True),
     ).validate()
 
 

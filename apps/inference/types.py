@@ -75,6 +75,10 @@ class SamplingParams:
     no_repeat_ngram_size: int = 0
     num_beams: int = 1
     ignore_eos: bool = False  # keep going past the end-of-sequence token (benchmarks; as vLLM's)
+    # repetition_penalty and no_repeat_ngram_size count the prompt's tokens too, as transformers' and vLLM's do.
+    # False: the answer's own only (as OpenAI's frequency and presence penalties), for a prompt that holds text
+    # the answer should quote (an app's knowledge passages).
+    penalize_prompt: bool = True
 
     def validate(self) -> SamplingParams:
         checks = [

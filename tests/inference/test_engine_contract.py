@@ -148,6 +148,22 @@ def test_repetition_penalty_changes_greedy_answers(subject):
     assert penalised != plain
 
 
+def test_a_penalty_over_the_answer_alone_spares_the_prompt(subject):
+    """penalize_prompt=False (a run with knowledge passages): the repetition penalty counts the answer's tokens only."""
+    def greedy(prompt, max_tokens=32, **params):
+        return subject.engine.generate(subject.request(prompt=prompt, max_tokens=max_tokens, temperature=0,
+                                                       ignore_eos=True, **params)).text
+
+    # A prompt that ends with its own loop: the plain answer goes on with the prompt's words.
+    first = greedy("Once upon a time", 1)
+    prompt = "Once upon a time" + first * 6
+    plain, whole = greedy(prompt), greedy(prompt, repetition_penalty=1.8)
+    answer_only = greedy(prompt, repetition_penalty=1.8, penalize_prompt=False)
+    assert answer_only not in (plain, whole)  # the answer's own repeats are penalised, the prompt's tokens are not
+    # The first token: nothing of the answer yet to penalise.
+    assert greedy(prompt, 1, repetition_penalty=1.8, penalize_prompt=False) == greedy(prompt, 1)
+
+
 def test_greedy_answers_equal_the_recorded_ones(subject):
     answers = json.loads(ANSWERS.read_text()) if ANSWERS.is_file() else {}
     got = {name: subject.engine.generate(subject.request(messages=messages, max_tokens=16, temperature=0)).text

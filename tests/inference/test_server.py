@@ -191,6 +191,10 @@ def test_extra_body_fields_reach_the_engine(client, engine, tiny_ref_spec):
     beams = engine.generate(chat(tiny_ref_spec, max_tokens=6, temperature=0, num_beams=3))
     answer = client.post("/v1/chat/completions", json=body(max_tokens=6, num_beams=3), headers=AUTH).json()
     assert answer["choices"][0]["message"]["content"] == beams.text
+    spared = {**fields, "temperature": 0, "penalize_prompt": False}  # the penalty over the answer alone
+    expected = engine.generate(chat(tiny_ref_spec, **spared))
+    answer = client.post("/v1/chat/completions", json=body(**spared), headers=AUTH).json()
+    assert answer["choices"][0]["message"]["content"] == expected.text
     long = client.post("/v1/chat/completions", json=body(max_tokens=20, ignore_eos=True), headers=AUTH).json()
     assert long["usage"]["completion_tokens"] == 20
 

@@ -358,9 +358,11 @@ def test_the_base_model_is_served_by_the_folder_vllm_was_started_with(settings, 
             use(settings, fake)
             chat = services.generation_run(**hello("smollm2-135m-instruct", user, max_tokens=2))
             assert (chat.text, chat.finish_reason, chat.model) == ("base says", "length", tiny_version.reference)
+            # penalize_prompt=False is not sent: vLLM has no such switch (it would log and drop it: fake.ignored).
             completion = services.generation_run(user=user, reference="smollm2-135m-instruct", prompt="Once upon a time",
                                                  params=SamplingParams(max_tokens=4, temperature=0.7, top_k=5, seed=3,
-                                                                       stop=("!",), repetition_penalty=1.1))
+                                                                       stop=("!",), repetition_penalty=1.1,
+                                                                       penalize_prompt=False))
             assert completion.text == "base says hello to"
             spec = services.model_spec_resolve(user=user, reference="smollm2-135m-instruct")
             # Counted as vLLM encodes a completion (its BOS token included) and a chat (the template's own tokens).

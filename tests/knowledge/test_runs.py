@@ -32,11 +32,26 @@ def prompts_sent(monkeypatch):
     return sent
 
 
+@pytest.fixture
+def params_sent(monkeypatch, prompts_sent):
+    """The sampling parameters of each request the engine is asked to generate."""
+    engine, sent = inference.engine_get(), []
+    original = engine.stream
+
+    def stream(request):
+        sent.append(request.params)
+        return original(request)
+
+    monkeypatch.setattr(engine, "stream", stream)
+    return sent
+
+
 def passages(sources) -> list[tuple[str, str]]:
     return [(s["file"], s["text"]) for s in sources]
 
 
-def test_the_same_question_gets_the_same_sources_on_every_face(client, guide_app, other_user, prompts_sent):
+def test_the_same_question_gets_the_same_sources_on_every_face(client, guide_app, other_user, prompts_sent,
+                                                               params_sent):
     client.force_login(other_user)
     status, events = run(client, guide_app.slug, {"message": QUESTION})
     assert status == 200, events
@@ -50,6 +65,8 @@ def test_the_same_question_gets_the_same_sources_on_every_face(client, guide_app
     assert knowledge["role"] == "system" and "[1] guide.md › Zephyr X200 guide › Warranty" in knowledge["content"]
     assert "27 months" in knowledge["content"] and prompts_sent[-1][-1] == {"role": "user", "content": QUESTION}
     assert Message.objects.filter(role="user").last().content == QUESTION
+    # The app's repetition penalty counts the answer's own tokens, not the passages it should quote.
+    assert guide_app.repetition_penalty > 1 and params_sent[-1].penalize_prompt is False
 
     key = api_key_create(user=other_user, name="k")[1]
     auth = {"HTTP_AUTHORIZATION": f"Bearer {key}"}
@@ -69,11 +86,13 @@ def test_the_same_question_gets_the_same_sources_on_every_face(client, guide_app
     assert [passages(c["sources"]) for c in chunks if "sources" in c] == [passages(done["sources"])]
 
 
-def test_a_question_the_files_do_not_answer_runs_without_sources(client, guide_app, other_user, prompts_sent):
+def test_a_question_the_files_do_not_answer_runs_without_sources(client, guide_app, other_user, prompts_sent,
+                                                                  params_sent):
     client.force_login(other_user)
     status, events = run(client, guide_app.slug, {"message": "Write a haiku about autumn leaves"})
     assert status == 200 and events[-1]["sources"] == []
     assert all("knowledge files" not in m["content"] for m in prompts_sent[-1])
+    assert params_sent[-1].penalize_prompt is True  # no passages: the app's penalty as it always counted
 
 
 def test_the_files_are_private_to_their_creator(client, guide_app, user, other_user):
