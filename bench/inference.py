@@ -382,6 +382,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "inference.json")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one engine in this process
     args = parser.parse_args()
+    args.out = args.out.resolve()
     if args.one:
         if args.one == "llama.cpp":
             result = bench_llamacpp(gguf_path(), args.tokens, args.threads)
