@@ -6,38 +6,22 @@ errors) becomes the one error body as JSON with its status, which the page shows
 
 from __future__ import annotations
 
-import json
-
 from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
-from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.accounts.limits import client_address
 from apps.catalog.access import access_app, access_app_owned
+from apps.catalog.models import StoreApp
 from apps.chat.conversations import (
     access_conversation,
     conversation_delete,
     conversation_rename,
 )
-from apps.catalog.models import StoreApp
 from apps.chat.services import Caller, app_classify, app_run_start, run_app_events
-from apps.core.errors import InvalidRequest, StoreError, error_body_for
+from apps.core.errors import StoreError
+from apps.core.page_json import error_response, json_body
 from apps.core.streaming import sse_events, sse_response, streams_async
-
-
-def _json_body(request) -> dict:
-    try:
-        body = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        body = None
-    if not isinstance(body, dict):
-        raise InvalidRequest(_("The request could not be read. Reload the page and try again."))
-    return body
-
-
-def _error(exc: StoreError) -> JsonResponse:
-    return JsonResponse(error_body_for(exc), status=exc.status, headers=exc.headers)
 
 
 def _stream_run(request, find_app):
@@ -47,11 +31,11 @@ def _stream_run(request, find_app):
     try:
         app = find_app()
         if app.kind == StoreApp.Kind.CLASSIFIER:
-            outcome = app_classify(caller=caller, app=app, text=_json_body(request).get("text", ""))
+            outcome = app_classify(caller=caller, app=app, text=json_body(request).get("text", ""))
             return JsonResponse(outcome.public(), headers=outcome.limit_headers)
-        run = app_run_start(caller=caller, app=app, inputs=_json_body(request), stream_async=streams_async(request))
+        run = app_run_start(caller=caller, app=app, inputs=json_body(request), stream_async=streams_async(request))
     except StoreError as exc:  # the engine's errors included (a busy model: 503 with Retry-After)
-        return _error(exc)
+        return error_response(exc)
     response = sse_response(request, sse_events(run_app_events(run)))
     for name, value in run.limit_headers.items():
         response[name] = value
@@ -78,7 +62,7 @@ def _conversation_view(view):
         try:
             return view(request, access_conversation(user=request.user, conversation_id=pk))
         except StoreError as exc:
-            return _error(exc)
+            return error_response(exc)
 
     return login_required(wrapped)
 
@@ -96,7 +80,7 @@ def conversation_messages(request, conversation):
 @require_POST
 @_conversation_view
 def conversation_rename_view(request, conversation):
-    conversation_rename(conversation=conversation, title=_json_body(request).get("title", ""))
+    conversation_rename(conversation=conversation, title=json_body(request).get("title", ""))
     return JsonResponse({"id": conversation.pk, "title": conversation.title})
 
 

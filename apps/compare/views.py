@@ -19,10 +19,10 @@ from apps.catalog.builtin import LANGUAGES
 from apps.catalog.models import StoreApp
 from apps.catalog.selectors import builder_model_choices
 from apps.chat.services import Caller
-from apps.chat.views import _error, _json_body
 from apps.compare import selectors, services
 from apps.compare.models import Comparison, Vote
 from apps.core.errors import StoreError
+from apps.core.page_json import error_response, json_body
 from apps.core.streaming import sse_events, sse_response, streams_async
 
 
@@ -79,12 +79,12 @@ def leaderboard(request):
 @require_POST
 def comparison_start(request):
     try:
-        body = _json_body(request)
+        body = json_body(request)
         comparison = services.comparison_create(
             user=request.user, a=body.get("a"), b=body.get("b"), prompt=body.get("prompt", ""), messages=body.get("messages"),
             temperature=body.get("temperature"), max_tokens=body.get("max_tokens"), target=body.get("target") or "")
     except StoreError as exc:
-        return _error(exc)
+        return error_response(exc)
     return JsonResponse(_comparison_json(comparison), status=201)
 
 
@@ -97,7 +97,7 @@ def answer_run(request, pk, side):
         events = services.answer_run_start(caller=Caller(request.user, address=client_address(request.META)),
                                            comparison=comparison, side=side, stream_async=streams_async(request))
     except StoreError as exc:
-        return _error(exc)
+        return error_response(exc)
     return sse_response(request, sse_events(events))
 
 
@@ -106,8 +106,8 @@ def answer_run(request, pk, side):
 def vote(request, pk):
     try:
         comparison = selectors.access_comparison(user=request.user, comparison_id=pk)
-        cast = services.vote_cast(user=request.user, comparison=comparison, outcome=_json_body(request).get("outcome"))
+        cast = services.vote_cast(user=request.user, comparison=comparison, outcome=json_body(request).get("outcome"))
     except StoreError as exc:
-        return _error(exc)
+        return error_response(exc)
     return JsonResponse({"vote": {"id": cast.pk, "outcome": cast.outcome},
                          "leaderboard": [vars(row) for row in selectors.leaderboard(user=request.user)]})

@@ -7,7 +7,8 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from apps.core.errors import InvalidRequest, NotFound, StoreError, error_body_for
+from apps.core.errors import InvalidRequest, NotFound, StoreError
+from apps.core.page_json import error_response
 from apps.registry.models import ModelVersion
 from apps.registry.selectors import registered_model_list
 from apps.tuning import selectors, services
@@ -45,10 +46,6 @@ def _page_object(access, request, public_id):
         return access(user=request.user, public_id=public_id)
     except NotFound as exc:
         raise Http404(exc.message) from exc
-
-
-def _json_error(exc: StoreError) -> JsonResponse:
-    return JsonResponse(error_body_for(exc), status=exc.status)
 
 
 @login_required
@@ -106,7 +103,7 @@ def estimate(request):
         return JsonResponse(services.finetune_job_estimate(owner=request.user, training_file=f, method=request.GET.get("method", "lora"),
                                                            hyperparameters=given, validation_file=validation))
     except StoreError as exc:
-        return _json_error(exc)
+        return error_response(exc)
 
 
 @login_required
