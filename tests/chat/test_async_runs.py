@@ -79,6 +79,8 @@ async def asgi_post(path: str, body: dict, *, key: str | None = None, leave_afte
             answer.status = message["status"]
             answer.headers = {k.decode().lower(): v.decode() for k, v in message["headers"]}
         elif message["type"] == "http.response.body" and message.get("body"):
+            if gone.is_set():
+                return  # the client has left: as under uvicorn, what the app still sends goes nowhere
             answer.chunks.append(message["body"])
             if leave_after is not None and len(answer.chunks) >= leave_after:
                 gone.set()
