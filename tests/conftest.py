@@ -48,6 +48,17 @@ def empty_local_cache():
 
 
 @pytest.fixture(autouse=True)
+def no_language_left_active():
+    """A page requested in Chinese activates that language in the thread (LocaleMiddleware), and nothing turns it
+    off after the test client's request: the next test in the same process would read its messages in Chinese."""
+    from django.utils import translation
+
+    translation.deactivate()
+    yield
+    translation.deactivate()
+
+
+@pytest.fixture(autouse=True)
 def rate_windows_that_never_turn(settings):
     """Rate limits count in fixed windows (a minute, an hour): a test that happens to cross a window's end would
     see its counters start again. Windows of about three years never turn during a test."""
