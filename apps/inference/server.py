@@ -265,16 +265,12 @@ def _sse(payload: dict) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-_MARKER = "\x00delta\x00"  # stands for a token's text in a chunk encoded once (`delta_event`); no model emits NUL
-
-
 class _Completion:
     """How one endpoint's answer looks: chat completions or plain completions."""
 
     def __init__(self, *, chat: bool, model: str):
         self.chat, self.model = chat, model
         self.meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()), "model": model}
-        self._around: dict[bool, tuple[str, str]] = {}  # include_usage -> a delta chunk's text before and after the delta
 
     def whole(self, result: GenerationResult) -> dict:
         if self.chat:
@@ -295,17 +291,6 @@ class _Completion:
         if include_usage:
             chunk["usage"] = None  # as OpenAI: every chunk has the field, the last one alone a value
         return chunk
-
-    def delta_event(self, delta: str, *, include_usage: bool) -> str:
-        """`_sse(self.chunk(delta, None, ...))`, the same characters: the chunk around a token's text is encoded
-        once per answer and the text alone per token (4.2 -> 0.9 us a token: the event loop's work per streamed
-        token competes with llama.cpp's threads for the cores)."""
-        around = self._around.get(include_usage)
-        if around is None:
-            marker = json.dumps(_MARKER, ensure_ascii=False)
-            head, _, tail = _sse(self.chunk(_MARKER, None, include_usage=include_usage)).partition(marker)
-            around = self._around[include_usage] = (head, tail)
-        return around[0] + json.dumps(delta, ensure_ascii=False) + around[1]
 
     def usage_chunk(self, result: GenerationResult) -> dict:
         return {**self.meta, "object": "chat.completion.chunk" if self.chat else "text_completion", "choices": [],
@@ -427,7 +412,7 @@ class ModelServer:
                 yield _sse(answer.chunk("", None, include_usage=include_usage, first=True))
             async for event in events:
                 if event.delta:
-                    yield answer.delta_event(event.delta, include_usage=include_usage)
+                    yield _sse(answer.chunk(event.delta, None, include_usage=include_usage))
                 if event.result is not None:
                     result = event.result
             yield _sse(answer.chunk(None, _finish(result), include_usage=include_usage))

@@ -18,32 +18,29 @@ pytestmark = pytest.mark.django_db
 QUESTION = "How long is the warranty of the Zephyr X200?"
 
 
-@pytest.fixture
-def prompts_sent(monkeypatch):
-    """The messages of each request the engine is asked to generate (the real engine still answers)."""
+def record_streams(monkeypatch, pick) -> list:
+    """`pick(request)` of each request the engine is asked to generate (the real engine still answers)."""
     engine, sent = inference.engine_get(), []
     original = engine.stream
 
     def stream(request):
-        sent.append(request.messages)
+        sent.append(pick(request))
         return original(request)
 
     monkeypatch.setattr(engine, "stream", stream)
     return sent
+
+
+@pytest.fixture
+def prompts_sent(monkeypatch):
+    """The messages of each request the engine is asked to generate."""
+    return record_streams(monkeypatch, lambda request: request.messages)
 
 
 @pytest.fixture
 def params_sent(monkeypatch, prompts_sent):
     """The sampling parameters of each request the engine is asked to generate."""
-    engine, sent = inference.engine_get(), []
-    original = engine.stream
-
-    def stream(request):
-        sent.append(request.params)
-        return original(request)
-
-    monkeypatch.setattr(engine, "stream", stream)
-    return sent
+    return record_streams(monkeypatch, lambda request: request.params)
 
 
 def passages(sources) -> list[tuple[str, str]]:
