@@ -47,7 +47,8 @@ from apps.chat.admission import (
 from apps.chat.conversations import chat_turns_read, chat_turns_write
 from apps.chat.guard import LeakGuard
 from apps.chat.models import AppRun, Conversation, Message
-from apps.core.errors import InvalidRequest
+from apps.core.asgi import client_gone
+from apps.core.errors import ClientGone, InvalidRequest
 from apps.core.streaming import map_events
 from apps.inference.services import (
     classification_run,
@@ -310,6 +311,9 @@ def _run_start(*, caller: Caller, app, request: GenerationRequest, measure, n: i
         params = request.params
         choices = [replace(request, params=replace(params, seed=params.seed + i) if params.seed is not None else params)
                    for i in range(n)]
+        gone = client_gone() if stream_async else None
+        if gone is not None and gone.is_set():
+            raise ClientGone("The client left before the answer started.")
         try:  # all n start now, so the engine decodes them together
             if stream_async:
                 streams, loop = async_to_sync(_astreams_open)(engine, choices)
@@ -319,7 +323,7 @@ def _run_start(*, caller: Caller, app, request: GenerationRequest, measure, n: i
             raise EngineOverloaded(_("The model is busy: try again in %(seconds)s s.") % {"seconds": exc.retry_after},
                                    retry_after=exc.retry_after) from exc
     except BaseException as exc:
-        if isinstance(exc, InferenceError):  # the engine refused it (busy, unavailable): no request was served
+        if isinstance(exc, InferenceError | ClientGone):  # refused by the engine (busy, unavailable) or nobody to serve
             meter.refuse()
         else:
             meter.release()
@@ -329,7 +333,7 @@ def _run_start(*, caller: Caller, app, request: GenerationRequest, measure, n: i
               trimmed_turns=trimmed_turns, prompt_tokens=prompt_tokens, streams_async=stream_async)
     if stream_async:
         # Its own context: not the request's, which ends with the request (and its thread with it).
-        loop.call_soon_threadsafe(_keep, _arun_unread(run), context=contextvars.Context())
+        loop.call_soon_threadsafe(_keep, _arun_unread(run, gone), context=contextvars.Context())
     return run
 
 
@@ -348,19 +352,22 @@ async def _astreams_open(engine, requests: list[GenerationRequest]) -> tuple[lis
 UNREAD_SECONDS = 30  # a run opened on the loop and not read by then was dropped by the server
 
 
-async def _arun_unread(run: Run) -> None:
+async def _arun_unread(run: Run, gone: asyncio.Event | None) -> None:
     """Close a run that nobody reads. A client that leaves while the view still runs gets the response cancelled
-    before it is read (`sync_to_async` lets the view finish in its thread), so `arun_events` never starts: its
-    streams are closed here, its slots freed and what it cost recorded, as for a client that left."""
+    before it is read (the view finishes in its thread), so `arun_events` never starts: as soon as the handler says
+    the client is `gone` (or after UNREAD_SECONDS, for a response lost some other way) its streams are closed here,
+    its slots freed and what it cost recorded, as for a client that left."""
+    waits = [asyncio.ensure_future(event.wait()) for event in (run.reading, gone) if event is not None]
     try:
-        await asyncio.wait_for(run.reading.wait(), UNREAD_SECONDS)
-        return
-    except TimeoutError:
-        pass
+        await asyncio.wait(waits, timeout=UNREAD_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
     if run.reading.is_set():
         return
     run.reading.set()  # claimed: a reader that comes after all finds nothing to read
-    logger.warning("a run of %s nobody read in %d s was closed", run.request.model.key, UNREAD_SECONDS)
+    if gone is None or not gone.is_set():
+        logger.warning("a run of %s nobody read in %d s was closed", run.request.model.key, UNREAD_SECONDS)
     for stream in run.streams:
         await stream.aclose()
     await asyncio.to_thread(_run_cut_unread, run)

@@ -12,10 +12,19 @@ of each request, as WSGI's request signals do); its streamed body is then sent o
 What the pool's size means: sync work that waits (a non-streamed completion waits for the model server) holds a
 thread; reads need one for a few milliseconds. WEB_THREADS (default 32) is how many such requests one web process
 runs at once; more wait for a thread, not for each other's CPU.
+
+A client that leaves while its view still runs: Django cancels the request at once, but a thread cannot be
+stopped, so the view runs on (shielded: nothing it awaits on the loop, such as the opening of a stream, is cut in
+half). The request's `client_gone()` event is set, so a run that has not opened its streams yet does not open them
+and one that has closes them at once (apps/chat/services.py); the view's response, which nobody will read, is
+closed when it returns; and the request's body stays readable until then (Django closes it when the request ends).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import sync_to_async
@@ -23,6 +32,15 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.base import BaseHandler
 from django.db import close_old_connections
+
+logger = logging.getLogger(__name__)
+_serving = threading.local()  # the request the current thread's view serves
+
+
+def client_gone() -> asyncio.Event | None:
+    """Set (on the event loop) once the client of the request this thread serves has gone; None outside a view run
+    by the ASGI handler (WSGI, the test client, a worker)."""
+    return getattr(_serving, "gone", None)
 
 
 class StoreASGIHandler(ASGIHandler):
@@ -38,14 +56,68 @@ class StoreASGIHandler(ASGIHandler):
         # No ThreadSensitiveContext: nothing of a request runs in a thread made for it (see the module's text).
         await self.handle(scope, receive, send)
 
+    async def read_body(self, receive):
+        return _Body(await super().read_body(receive))
+
     async def get_response_async(self, request):
-        return await self._run(request)
+        request.client_gone = asyncio.Event()
+        if isinstance(request._stream, _Body):
+            request._stream.hold()  # the view's: given back when it returns
+        work = asyncio.ensure_future(self._run(request))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:  # the client left: the view runs on in its thread, told so
+            request.client_gone.set()
+            work.add_done_callback(self._dropped)
+            raise
+
+    def _dropped(self, work: asyncio.Future) -> None:
+        """The response of a view whose client had left: nobody sends it, so it is closed here (its closers, such as
+        the request's, and `request_finished`), in a thread as Django closes responses."""
+        if work.cancelled() or work.exception() is not None:
+            return
+        closing = asyncio.ensure_future(sync_to_async(work.result().close, thread_sensitive=False, executor=self._pool)())
+        closing.add_done_callback(lambda done: done.cancelled() or done.exception() is None
+                                  or logger.warning("closing a dropped response failed: %r", done.exception()))
 
     def _response_in_thread(self, request):
         # The request signals' connection check, in the thread that holds the connection (Django sends its
         # signals from another thread under ASGI, where they reach no connection of ours).
         close_old_connections()
+        _serving.gone = getattr(request, "client_gone", None)
         try:
             return self.get_response(request)
         finally:
+            _serving.gone = None
+            if isinstance(request._stream, _Body):
+                request._stream.let_go()
             close_old_connections()
+
+
+class _Body:
+    """A request's body file as the handler and the view's thread share it: Django closes it when the request ends,
+    which is at once when the client leaves, while the view may still be about to read it. Closed when both have
+    let go (`close`, as often as Django calls it, is the handler's)."""
+
+    def __init__(self, file):
+        self._file, self._holders, self._lock = file, {"handler"}, threading.Lock()
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+    def __iter__(self):
+        return iter(self._file)
+
+    def hold(self) -> None:
+        with self._lock:
+            self._holders.add("view")
+
+    def let_go(self, holder: str = "view") -> None:
+        with self._lock:
+            self._holders.discard(holder)
+            last = not self._holders
+        if last:
+            self._file.close()
+
+    def close(self) -> None:
+        self.let_go("handler")

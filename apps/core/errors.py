@@ -45,6 +45,13 @@ class Conflict(StoreError):
     code = "conflict"
 
 
+class ClientGone(StoreError):
+    """The client left before its answer started: nothing was generated (and nobody reads this answer)."""
+
+    status = 499  # nginx's "client closed request"
+    code = "client_closed_request"
+
+
 class ServerError(StoreError):
     """Not the caller's fault: the store could not do what was asked (an engine failed, a service is down)."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,9 +49,10 @@ class Answer:
 
 
 async def asgi_post(path: str, body: dict, *, key: str | None = None, leave_after: int | None = None,
-                    leave_in: float | None = None) -> Answer:
+                    leave_in: float | None = None, leave_on: asyncio.Event | None = None) -> Answer:
     """POST through the store's ASGI application; the client disconnects (uvicorn then sends `http.disconnect`)
-    once it has `leave_after` pieces of the body, or `leave_in` seconds after sending its request."""
+    once it has `leave_after` pieces of the body, `leave_in` seconds after sending its request, or when `leave_on`
+    is set."""
     from store.asgi import application
 
     raw = json.dumps(body).encode()
@@ -64,6 +66,8 @@ async def asgi_post(path: str, body: dict, *, key: str | None = None, leave_afte
     gone = asyncio.Event()
     if leave_in is not None:
         asyncio.get_running_loop().call_later(leave_in, gone.set)
+    if leave_on is not None:
+        asyncio.ensure_future(leave_on.wait()).add_done_callback(lambda _: gone.set())
     answer, body_sent = Answer(), False
 
     async def receive():
@@ -276,11 +280,40 @@ def test_a_busy_engine_on_v1_is_openais_server_error(busy_engine, key):
         assert int(error.response.headers["retry-after"]) >= 1
 
 
+@pytest.fixture
+def handler():
+    """The web's Django handler. Imported before the test runs: its first import configures logging, which would
+    take caplog's handler off the root logger in the middle of a test."""
+    from store.asgi import django_application
+
+    return django_application
+
+
+@pytest.fixture
+def views_ended(handler, monkeypatch):
+    """An event per request that the web handler's thread sets when the view has returned. A client that leaves
+    early gets its answer cancelled at once while the view goes on in its thread (it may not even have taken its
+    stream slot yet): what the request leaves behind can only be judged after that."""
+    ended, view = [], handler._response_in_thread
+
+    def tracked(request):
+        ended.append(done := threading.Event())
+        try:
+            return view(request)
+        finally:
+            done.set()
+
+    monkeypatch.setattr(handler, "_run", sync_to_async(tracked, thread_sensitive=False, executor=handler._pool))
+    return ended
+
+
 @pytest.mark.parametrize("leave_in", [0.01, 0.03, 0.06])
-def test_a_client_that_leaves_before_the_answer_starts_leaves_nothing_running(store, key, monkeypatch, leave_in):
+def test_a_client_that_leaves_before_the_answer_starts_leaves_nothing_running(store, key, monkeypatch, views_ended,
+                                                                               caplog, leave_in):
     """Gone while the view still runs (its streams maybe open already): the server drops the response unread, and
-    the run is closed, freed and recorded all the same; no answer is generated into the void."""
-    monkeypatch.setattr(run_services, "UNREAD_SECONDS", 1)
+    the run is closed at once (not when the unread-run watchdog gives up on it), freed and recorded; no answer is
+    generated into the void, and nothing fails in the view that went on without its client."""
+    monkeypatch.setattr(run_services, "UNREAD_SECONDS", 60)
     body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Tell me a story."}],
             "max_tokens": 400, "temperature": 0, "stream": True, "ignore_eos": True}
     spec = inference.model_spec_resolve(user=None, reference="smollm2-135m-instruct")
@@ -288,6 +321,8 @@ def test_a_client_that_leaves_before_the_answer_starts_leaves_nothing_running(st
 
     async def leave_early():
         answer = await asgi_post("/v1/chat/completions", body, key=key, leave_in=leave_in)
+        [view_ended] = views_ended
+        assert await asyncio.to_thread(view_ended.wait, 10), "the view still runs 10 s after the client left"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if not scheduler.load and not await StreamSlot.objects.aexists():
@@ -297,9 +332,74 @@ def test_a_client_that_leaves_before_the_answer_starts_leaves_nothing_running(st
 
     answer, load = asyncio.run(leave_early())
     assert load == 0 and not StreamSlot.objects.exists(), (leave_in, answer.status)
+    assert not [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
     runs = list(AppRun.objects.values_list("finish_reason", "completion_tokens"))
     assert all(reason == "cancelled" and tokens < 400 for reason, tokens in runs), runs
     print(f"left after {leave_in} s: answer {answer.status}, {len(answer.chunks)} pieces, runs {runs}")
+
+
+def test_a_view_that_starts_after_its_client_left_still_reads_the_request(store, key, handler, monkeypatch, caplog):
+    """Django closes a request's body when the request ends, which is at once when the client leaves; a view that
+    only reads it then (its thread was busy) reads it all the same, sees the client gone and starts nothing."""
+    ended, view = threading.Event(), handler._response_in_thread
+
+    def late(request):
+        time.sleep(0.3)  # every thread of the pool was busy
+        try:
+            return view(request)
+        finally:
+            ended.set()
+
+    monkeypatch.setattr(handler, "_run", sync_to_async(late, thread_sensitive=False, executor=handler._pool))
+    body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+
+    async def leave_at_once():
+        answer = await asgi_post("/v1/chat/completions", body, key=key, leave_in=0.05)
+        assert await asyncio.to_thread(ended.wait, 10)
+        return answer
+
+    assert asyncio.run(leave_at_once()).status == 0
+    assert not [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert not StreamSlot.objects.exists() and not AppRun.objects.exists()
+    assert set(RateWindow.objects.values_list("requests", flat=True)) <= {0}  # nothing served, nothing spent
+
+
+def test_a_client_that_leaves_once_its_streams_are_open_stops_them_at_once(store, key, monkeypatch, views_ended):
+    """The client leaves just after the run opened its stream on the model, while the view is still on its way to
+    the response: the response is never read, and the run is closed, freed and recorded as cancelled at once."""
+    monkeypatch.setattr(run_services, "UNREAD_SECONDS", 60)
+    opener, start, opened = run_services._astreams_open, run_services._run_start, asyncio.Event()
+
+    async def open_then_leave(engine, requests):
+        streams = await opener(engine, requests)
+        opened.set()  # the client leaves now
+        return streams
+
+    def start_slowly(**kwargs):
+        run = start(**kwargs)
+        time.sleep(0.3)  # the view is still running when the disconnect arrives
+        return run
+
+    monkeypatch.setattr(run_services, "_astreams_open", open_then_leave)
+    monkeypatch.setattr(run_services, "_run_start", start_slowly)
+    body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Tell me a story."}],
+            "max_tokens": 400, "temperature": 0, "stream": True, "ignore_eos": True}
+    spec = inference.model_spec_resolve(user=None, reference="smollm2-135m-instruct")
+    scheduler = inference.engine_get().cache.get(spec).scheduler
+
+    async def leave_once_open():
+        answer = await asgi_post("/v1/chat/completions", body, key=key, leave_on=opened)
+        left = time.monotonic()
+        assert await asyncio.to_thread(views_ended[0].wait, 10)
+        while (scheduler.load or await StreamSlot.objects.aexists()) and time.monotonic() < left + 10:
+            await asyncio.sleep(0.02)
+        return answer, time.monotonic() - left
+
+    answer, cleared_in = asyncio.run(leave_once_open())
+    assert answer.status == 0 and scheduler.load == 0 and not StreamSlot.objects.exists()
+    assert cleared_in < 5, cleared_in  # not the watchdog's 60 s
+    [(reason, tokens)] = AppRun.objects.values_list("finish_reason", "completion_tokens")
+    assert reason == "cancelled" and tokens < 400
 
 
 def test_every_choice_stops_when_the_client_leaves(store, key, monkeypatch):
