@@ -15,7 +15,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from apps.inference.quantize import quantize_for_decoding
+from apps.inference.quantize import fit_for_cpu, quantize_for_decoding
 from apps.inference.types import InferenceError, ModelSpec, ModelUnavailable
 
 if TYPE_CHECKING:  # the scheduler holds a LoadedModel: a type-only import, no cycle at run time
@@ -99,8 +99,11 @@ def load_model(spec: ModelSpec, *, dtype: torch.dtype, device: str, quantize: st
     except Exception as exc:
         raise ModelUnavailable(f"{spec.key} could not be loaded: {type(exc).__name__}: {exc}") from exc
     model.to(device).eval()
-    if quantize == "int8" and device == "cpu" and dtype == torch.bfloat16:
-        quantize_for_decoding(model)
+    if device == "cpu" and dtype == torch.bfloat16:
+        if quantize == "int8":
+            quantize_for_decoding(model)
+        else:
+            fit_for_cpu(model)
     eos = model.generation_config.eos_token_id
     eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
     if tokenizer.eos_token_id is not None:
