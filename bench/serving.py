@@ -394,7 +394,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--streams", type=int, default=4, help="chat completions streaming during the read test")
     parser.add_argument("--tokens", type=int, default=64, help="tokens per generation in the streaming comparison")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9, help="streamed completions per path (medians)")
     parser.add_argument("--concurrent", type=int, default=64, help="streams at once through one web process")
     parser.add_argument("--concurrent-tokens", type=int, default=32)
     parser.add_argument("--parts", default="reads,streaming,concurrent",
@@ -478,7 +478,8 @@ def main() -> None:
 
         # 2. Streaming through web + model server against the engine in this process, interleaved.
         if "streaming" in parts:
-            result["streaming"] = streaming_compare(url, key, model, args.tokens, args.repeats)
+            server_url = f"http://127.0.0.1:{store_env['INFERENCE_PORT']}"
+            result["streaming"] = streaming_compare(url, key, model, args.tokens, args.repeats, server_url)
 
         # 3. 64 concurrent streams through one web process.
         if "concurrent" in parts:
@@ -501,7 +502,11 @@ def main() -> None:
     print(f"\nJSON: {out.relative_to(ROOT)}")
 
 
-def streaming_compare(url, key, model, tokens, repeats) -> dict:
+def streaming_compare(url, key, model, tokens, repeats, server_url) -> dict:
+    """The engine in this process, /v1 through web and the model server, and the model server called directly
+    (what web adds is the difference of the last two), interleaved."""
+    from django.conf import settings
+
     from apps.inference.services import engine_get, generation_request_build
     from apps.inference.types import SamplingParams
 
@@ -519,23 +524,28 @@ def streaming_compare(url, key, model, tokens, repeats) -> dict:
                 completion = event.result.completion_tokens
         return stamps[0] - started, decode_rate(stamps, completion)
 
-    def served():
-        r = asyncio.run(chat_stream(url, key, model, tokens))
+    def streamed(target, token, name):
+        r = asyncio.run(chat_stream(target, token, name, tokens))
         if r["status"] != 200 or r["error"] or not r["done"]:
             raise SystemExit(f"a streamed completion failed: {r}")
         return r["ttft_s"], decode_rate(r["stamps"], r["usage"]["completion_tokens"])
 
-    direct, remote = [], []
+    paths = {"in_process": in_process, "served": lambda: streamed(url, key, model),
+             "model_server": lambda: streamed(server_url, settings.INFERENCE_REMOTE_API_KEY, request.model.key)}
+    runs = {name: [] for name in paths}
     for i in range(repeats):
-        say(f"streaming {i + 1}/{repeats}: engine in process, then through web + model server ...")
-        direct.append(in_process())
-        remote.append(served())
-    d = {"ttft_s": statistics.median(x[0] for x in direct), "decode_tps": statistics.median(x[1] for x in direct)}
-    s = {"ttft_s": statistics.median(x[0] for x in remote), "decode_tps": statistics.median(x[1] for x in remote)}
+        say(f"streaming {i + 1}/{repeats}: engine in process, through web + model server, model server directly ...")
+        for name, measure in paths.items():
+            runs[name].append(measure())
+    out = {name: {"ttft_s": statistics.median(x[0] for x in r), "decode_tps": statistics.median(x[1] for x in r),
+                  "ttft_all_s": [x[0] for x in r]} for name, r in runs.items()}
+    d, s, m = out["in_process"], out["served"], out["model_server"]
     say(f"  in process: TTFT {d['ttft_s'] * 1000:.0f} ms, {d['decode_tps']:.1f} tok/s; served: TTFT "
-        f"{s['ttft_s'] * 1000:.0f} ms, {s['decode_tps']:.1f} tok/s")
-    return {"tokens": tokens, "repeats": repeats, "in_process": d, "served": s,
-            "ttft_ratio": s["ttft_s"] / d["ttft_s"], "decode_ratio": s["decode_tps"] / d["decode_tps"]}
+        f"{s['ttft_s'] * 1000:.0f} ms, {s['decode_tps']:.1f} tok/s; model server directly: TTFT "
+        f"{m['ttft_s'] * 1000:.0f} ms, {m['decode_tps']:.1f} tok/s")
+    return {"tokens": tokens, "repeats": repeats, **out,
+            "ttft_ratio": s["ttft_s"] / d["ttft_s"], "decode_ratio": s["decode_tps"] / d["decode_tps"],
+            "model_server_ttft_ratio": m["ttft_s"] / d["ttft_s"], "web_ttft_ms": 1000 * (s["ttft_s"] - m["ttft_s"])}
 
 
 def concurrent_streams(store_env, logs, store_url, key, model, count, tokens, started) -> dict:
@@ -638,6 +648,10 @@ def summary(r: dict) -> str:
             f"| engine in process | {s['in_process']['ttft_s'] * 1000:.0f} ms | {s['in_process']['decode_tps']:.1f} |",
             (f"| /v1 streamed through web + model server | {s['served']['ttft_s'] * 1000:.0f} ms "
             f"({s['ttft_ratio']:.2f}x) | {s['served']['decode_tps']:.1f} ({s['decode_ratio']:.2f}x) |"),
+            (f"| the model server called directly | {s['model_server']['ttft_s'] * 1000:.0f} ms "
+            f"({s['model_server_ttft_ratio']:.2f}x) | {s['model_server']['decode_tps']:.1f} |"),
+            "",
+            f"Web adds {s['web_ttft_ms']:.0f} ms to the time to first token (served minus the model server directly).",
             "",
         ]
     if "concurrent" in r:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -99,21 +99,24 @@ def request_take(*, quotas: list[Quota]) -> dict:
         for quota in quotas:
             start = _window(now, quota.seconds)
             reset = int((start + timedelta(seconds=quota.seconds) - now).total_seconds()) + 1
-            counter = _counter(quota.scope, start)
-            won = RateWindow.objects.filter(pk=counter.pk, requests__lt=quota.requests, tokens__lt=quota.tokens).update(
-                requests=F("requests") + 1
-            )
-            counter.refresh_from_db()
+            counts = _take(quota, start)
+            if counts is None:  # no counter yet in this window (its first request), or over a limit
+                counter = _counter(quota.scope, start)
+                counts = _take(quota, start)
+                if counts is None:  # over a limit: the counts that say which
+                    counter.refresh_from_db()
+            won = counts is not None
+            requests, tokens = counts if won else (counter.requests, counter.tokens)
             headers = headers or {
                 "x-ratelimit-limit-requests": str(quota.requests),
-                "x-ratelimit-remaining-requests": str(max(quota.requests - counter.requests, 0)),
+                "x-ratelimit-remaining-requests": str(max(quota.requests - requests, 0)),
                 "x-ratelimit-reset-requests": f"{reset}s",
                 "x-ratelimit-limit-tokens": str(quota.tokens),
-                "x-ratelimit-remaining-tokens": str(max(quota.tokens - counter.tokens, 0)),
+                "x-ratelimit-remaining-tokens": str(max(quota.tokens - tokens, 0)),
                 "x-ratelimit-reset-tokens": f"{reset}s",
             }
             if not won:  # raising rolls the block back: the quotas already taken give their request back
-                what = "requests" if counter.requests >= quota.requests else "tokens"
+                what = "requests" if requests >= quota.requests else "tokens"
                 kind = "API key" if quota.scope.startswith("key:") else "account"
                 raise RateLimited(
                     f"Rate limit reached for this {kind}: {getattr(quota, what)} {what} per {quota.seconds} s. "
@@ -121,6 +124,20 @@ def request_take(*, quotas: list[Quota]) -> dict:
                     retry_after=reset, headers=headers, scope=quota.scope,
                 )
     return headers
+
+
+def _take(quota: Quota, start: datetime) -> tuple[int, int] | None:
+    """One request from the window's counter if it is under both limits: the counts after it, or None (no counter,
+    or a limit reached). One statement: the UPDATE returns the row it changed (PostgreSQL; SQLite 3.35+)."""
+    table = RateWindow._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET requests = requests + 1 WHERE scope = %s AND window_start = %s AND requests < %s "
+            f"AND tokens < %s RETURNING requests, tokens",
+            [quota.scope, connection.ops.adapt_datetimefield_value(start), quota.requests, quota.tokens],
+        )
+        row = cursor.fetchone()
+    return tuple(row) if row is not None else None
 
 
 def request_give_back(*, quotas: list[Quota]) -> None:

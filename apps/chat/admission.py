@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Count
 from django.utils import timezone
 
 from apps.accounts.limits import (
@@ -29,7 +30,7 @@ from apps.accounts.limits import (
 from apps.accounts.models import User
 from apps.chat.models import StreamSlot
 from apps.core.errors import InvalidRequest, StoreError
-from apps.inference.types import ContextLengthExceeded, GenerationRequest
+from apps.inference.types import ContextLengthExceeded, GenerationRequest, SamplingParams
 
 BILL_EVERY = 16  # tokens: how often a stream adds what it produced to the quotas
 HEARTBEAT_EVERY = timedelta(seconds=10)
@@ -73,11 +74,8 @@ def quotas_take(*, user, api_key, address: str) -> tuple[list[Quota], dict]:
         raise TrialLimitReached(message, headers=exc.headers) from None
 
 
-def request_bound(request: GenerationRequest, *, prompt_tokens: int, context: int, n: int,
-                  caller_max_tokens: bool) -> GenerationRequest:
-    """The request with `max_tokens` set, at most the context left after the prompt; a 400 for asking more.
-
-    An app's own default is cut to what is left (`caller_max_tokens=False`); a number the caller chose is not."""
+def request_check(request: GenerationRequest, *, n: int) -> SamplingParams:
+    """The request's sampling settings, checked (a 400 for a bad one): what can be refused before counting."""
     params = request.params.validate()
     if not 1 <= n <= 8:
         raise InvalidRequest("n must be between 1 and 8.", param="n")
@@ -85,6 +83,15 @@ def request_bound(request: GenerationRequest, *, prompt_tokens: int, context: in
         raise InvalidRequest(
             f"n x num_beams is {n * params.num_beams}; at most {settings.RUN_MAX_SEQUENCES} sequences per request.",
             param="n" if n > 1 else "num_beams")
+    return params
+
+
+def request_bound(request: GenerationRequest, *, prompt_tokens: int, context: int, n: int,
+                  caller_max_tokens: bool) -> GenerationRequest:
+    """The request with `max_tokens` set, at most the context left after the prompt; a 400 for asking more.
+
+    An app's own default is cut to what is left (`caller_max_tokens=False`); a number the caller chose is not."""
+    params = request_check(request, n=n)
     left = context - prompt_tokens
     if left <= 0:
         raise ContextLengthExceeded(
@@ -116,11 +123,12 @@ def stream_slots_take(*, user, api_key, address: str) -> list[int]:
         if user.is_authenticated:  # one admission at a time per user (SQLite serializes every write anyway)
             User.objects.select_for_update().filter(pk=user.pk).first()
         StreamSlot.objects.filter(scope__in=scopes, heartbeat__lt=fresh).delete()  # left by a process that died
+        streaming = dict(StreamSlot.objects.filter(scope__in=scopes).values_list("scope").annotate(Count("pk")))
         for scope in scopes:
-            if StreamSlot.objects.filter(scope=scope).count() >= cap:
+            if streaming.get(scope, 0) >= cap:
                 kind = "API key" if scope.startswith("key:") else "account" if scope.startswith("user:") else "address"
                 raise TooManyStreams(f"This {kind} already has {cap} answers streaming; wait for one to finish.")
-        return [StreamSlot.objects.create(scope=scope, heartbeat=now).pk for scope in scopes]
+        return [slot.pk for slot in StreamSlot.objects.bulk_create([StreamSlot(scope=s, heartbeat=now) for s in scopes])]
 
 
 @dataclass

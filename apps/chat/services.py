@@ -26,13 +26,16 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from asgiref.sync import async_to_sync, sync_to_async
+from django.conf import settings
 from django.db import connections, transaction
 from django.utils.translation import gettext as _
 
@@ -42,6 +45,7 @@ from apps.chat.admission import (
     Meter,
     quotas_take,
     request_bound,
+    request_check,
     stream_slots_take,
 )
 from apps.chat.conversations import chat_turns_read, chat_turns_write
@@ -296,17 +300,24 @@ def _run_start(*, caller: Caller, app, request: GenerationRequest, measure, n: i
                trimmed_turns: int = 0, stream_async: bool = False) -> Run:
     """Bound the request, admit it (quotas, stream slots), start its n streams. Nothing is written before this.
 
+    The prompt is counted (on the remote engine, a round trip to the model server's /tokenize) while the admission's
+    writes run: a request refused by either serves nothing, and one the count refuses (a prompt longer than the
+    context) gives its request back to the quota.
+
     With `stream_async` the streams are opened on the event loop of the ASGI server this thread runs under (a sync
     view runs in a thread of `sync_to_async`; `async_to_sync` hands the coroutine back to that outer loop), which
     is the loop that will read them."""
-    prompt_tokens = measure.request_tokens(request)
-    request = request_bound(request, prompt_tokens=prompt_tokens, context=measure.context, n=n,
-                            caller_max_tokens=caller_max_tokens)
+    request_check(request, n=n)
+    counting = _counter_pool().submit(contextvars.copy_context().run, measure.request_tokens, request)
     who = {"user": caller.user, "api_key": caller.api_key, "address": caller.address}
     # Slots first: a caller with too many answers streaming is refused without spending a request of the quota.
     meter = Meter(quotas=[], slots=stream_slots_take(**who))
+    opening = False
     try:
         meter.quotas, headers = quotas_take(**who)
+        prompt_tokens = counting.result()
+        request = request_bound(request, prompt_tokens=prompt_tokens, context=measure.context, n=n,
+                                caller_max_tokens=caller_max_tokens)
         engine = engine_get()
         params = request.params
         choices = [replace(request, params=replace(params, seed=params.seed + i) if params.seed is not None else params)
@@ -314,6 +325,7 @@ def _run_start(*, caller: Caller, app, request: GenerationRequest, measure, n: i
         gone = client_gone() if stream_async else None
         if gone is not None and gone.is_set():
             raise ClientGone("The client left before the answer started.")
+        opening = True
         try:  # all n start now, so the engine decodes them together
             if stream_async:
                 streams, loop = async_to_sync(_astreams_open)(engine, choices)
@@ -323,7 +335,9 @@ def _run_start(*, caller: Caller, app, request: GenerationRequest, measure, n: i
             raise EngineOverloaded(_("The model is busy: try again in %(seconds)s s.") % {"seconds": exc.retry_after},
                                    retry_after=exc.retry_after) from exc
     except BaseException as exc:
-        if isinstance(exc, InferenceError | ClientGone):  # refused by the engine (busy, unavailable) or nobody to serve
+        # Nothing was served: refused before the streams opened, or by the engine (busy, unavailable), or nobody is
+        # left to serve. Anything else going wrong while opening may have started a generation: it stays counted.
+        if not opening or isinstance(exc, InferenceError | ClientGone):
             meter.refuse()
         else:
             meter.release()
@@ -335,6 +349,12 @@ def _run_start(*, caller: Caller, app, request: GenerationRequest, measure, n: i
         # Its own context: not the request's, which ends with the request (and its thread with it).
         loop.call_soon_threadsafe(_keep, _arun_unread(run, gone), context=contextvars.Context())
     return run
+
+
+@functools.cache
+def _counter_pool() -> ThreadPoolExecutor:
+    """Threads that count prompts beside the admission's writes (each waits on the model server's /tokenize)."""
+    return ThreadPoolExecutor(max_workers=settings.WEB_THREADS, thread_name_prefix="count")
 
 
 async def _astreams_open(engine, requests: list[GenerationRequest]) -> tuple[list[AsyncIterator], asyncio.AbstractEventLoop]:

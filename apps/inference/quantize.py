@@ -103,7 +103,6 @@ def fit_for_cpu(model: nn.Module) -> nn.Module:
     if bf16_matmul_native():
         return model
     for module in model.modules():
-        for name, child in list(module.named_children()):
-            if type(child) is nn.Linear and child.weight.dtype == torch.bfloat16:
-                child.__class__ = WideFloat32Linear  # same parameters, same state dict
+        if type(module) is nn.Linear and module.weight.dtype == torch.bfloat16:
+            module.__class__ = WideFloat32Linear  # same parameters, same state dict
     return model
