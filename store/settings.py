@@ -39,6 +39,8 @@ def _embedded_secret_key() -> str:
 
 
 SECRET_KEY = env.str("SECRET_KEY", default="") or _embedded_secret_key()
+# Former keys, while what they signed or encrypted is still around (sessions, webhook secrets: apps/core/fields.py).
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])

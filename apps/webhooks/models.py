@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from apps.core.fields import EncryptedTextField
 from apps.core.models import TimeStampedModel
 
 # The events a job sends (OpenAI's names), in the order a form lists them.
@@ -33,12 +34,13 @@ class WebhookEndpoint(TimeStampedModel):
     description = models.CharField(max_length=200, blank=True)
     event_types = models.JSONField(default=list)
     enabled = models.BooleanField(default=True)
-    # The signing key, `whsec_<base64>`: kept as it is, since signing needs it (it cannot be hashed like a password).
-    # No answer, list or page shows it after the one that created or rotated it.
-    secret = models.CharField(max_length=100)
+    # The signing key, `whsec_<base64>`: signing needs it back (it cannot be hashed like a password), so it is stored
+    # encrypted under a key derived from SECRET_KEY (apps/core/fields.py). No answer, list or page shows it after
+    # the one that created or rotated it.
+    secret = EncryptedTextField()
     # After a rotation that keeps the old secret for 24 hours (OpenAI's `keep_old_secret_active_for_24_hours`),
     # messages carry a signature with each secret until then.
-    previous_secret = models.CharField(max_length=100, blank=True)
+    previous_secret = EncryptedTextField(blank=True)
     previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
     # Failed attempts in a row (any success starts again from 0); at WEBHOOK_DISABLE_AFTER_FAILURES the endpoint
     # is disabled, `disabled_reason` says why and the owner is told.
