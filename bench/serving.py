@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 LIST_PATH = "/api/v1/apps/?limit=10"
 BARE_PATH = "/items/"
 THREADS = "2"  # torch threads in this process, as the Procfile gives the model server
+QUIET_S = 1.0  # the pause before each streamed measurement
 PROMPT = [{"role": "user", "content": "Tell me a long story about a lighthouse keeper and the sea."}]
 # The bench store's caps: high enough that only the model server's own admission refuses.
 RAISED_CAPS = {
@@ -536,6 +537,7 @@ def streaming_compare(url, key, model, tokens, repeats, server_url) -> dict:
     for i in range(repeats):
         say(f"streaming {i + 1}/{repeats}: engine in process, through web + model server, model server directly ...")
         for name, measure in paths.items():
+            time.sleep(QUIET_S)  # each path starts on a quiet machine, not on the heels of the one before
             runs[name].append(measure())
     out = {name: {"ttft_s": statistics.median(x[0] for x in r), "decode_tps": statistics.median(x[1] for x in r),
                   "ttft_all_s": [x[0] for x in r]} for name, r in runs.items()}

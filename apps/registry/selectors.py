@@ -17,10 +17,11 @@ from apps.registry.models import ModelAlias, ModelVersion, RegisteredModel
 from apps.registry.references import parse_reference
 
 
-def _visible_to(user) -> Q:
-    visible = Q(visibility=RegisteredModel.Visibility.PUBLIC)
+def _visible_to(user, via: str = "") -> Q:
+    """Models `user` may see; `via`: the path to the model from the queried one (`registered_model__`)."""
+    visible = Q(**{f"{via}visibility": RegisteredModel.Visibility.PUBLIC})
     if user is not None and user.is_authenticated:
-        visible |= Q(owner=user)
+        visible |= Q(**{f"{via}owner": user})
     return visible
 
 
@@ -83,6 +84,10 @@ def access_model_version(*, user, name: str, number: int, ready_only: bool = Fal
 def model_version_resolve(*, reference: str, user, check_access: bool = True) -> ModelVersion:
     """`<id>`, `<id>@<alias>` or `<id>@v<N>` → the ready ModelVersion it names."""
     ref = parse_reference(reference)
+    found = _version_found(ref, user=user, check_access=check_access)
+    if found is not None:
+        return found
+    # Not found in one query: the same look-up in steps, to say what is missing (the model, or a ready version).
     if check_access:
         model = access_registered_model(user=user, name=ref.model_id)
     else:
@@ -98,6 +103,19 @@ def model_version_resolve(*, reference: str, user, check_access: bool = True) ->
         raise NotFound(f"{ref} does not name a ready version of {model.name}.", code="model_not_found", param="model")
     version.registered_model = model
     return version
+
+
+def _version_found(ref, *, user, check_access: bool) -> ModelVersion | None:
+    """The ready version `ref` names, with its model, in one query (every run resolves its model: a hot path)."""
+    if ref.number is not None:
+        versions = ModelVersion.objects.filter(registered_model__name=ref.model_id, number=ref.number)
+    else:
+        versions = ModelVersion.objects.filter(registered_model__name=ref.model_id, aliases__name=ref.alias,
+                                               aliases__registered_model__name=ref.model_id)
+    versions = versions.filter(status=ModelVersion.Status.READY).select_related("registered_model__owner")
+    if check_access:
+        versions = versions.filter(_visible_to(user, via="registered_model__"))
+    return versions.first()
 
 
 def model_version_lineage(*, version: ModelVersion) -> list[ModelVersion]:
