@@ -224,6 +224,7 @@ def test_procfile_runs_web_the_model_server_two_workers_and_beat_with_capped_thr
     # web: uvicorn (store/web.py: httptools, uvloop) on the socket the supervisor binds and shares between its copies.
     assert "python -m store.web --fd $WEB_FD" in lines["web"]
     assert "python -m apps.inference.server" in lines["inference"]
+    assert "nice -n 5 " in lines["inference"]  # web's requests come before decoding on a shared machine (Procfile)
     assert "-Q celery " in lines["worker"] and "-Q gpu " in lines["worker-gpu"] and "-c 1" in lines["worker-gpu"]
     for name in ["inference", "worker", "worker-gpu"]:
         assert "TORCH_NUM_THREADS=" in lines[name] and "OMP_NUM_THREADS=" in lines[name]
