@@ -30,7 +30,11 @@ from apps.accounts.limits import (
 from apps.accounts.models import User
 from apps.chat.models import StreamSlot
 from apps.core.errors import InvalidRequest, StoreError
-from apps.inference.types import ContextLengthExceeded, GenerationRequest, SamplingParams
+from apps.inference.types import (
+    ContextLengthExceeded,
+    GenerationRequest,
+    SamplingParams,
+)
 
 BILL_EVERY = 16  # tokens: how often a stream adds what it produced to the quotas
 HEARTBEAT_EVERY = timedelta(seconds=10)
@@ -86,12 +90,12 @@ def request_check(request: GenerationRequest, *, n: int) -> SamplingParams:
     return params
 
 
-def request_bound(request: GenerationRequest, *, prompt_tokens: int, context: int, n: int,
+def request_bound(request: GenerationRequest, *, prompt_tokens: int, context: int,
                   caller_max_tokens: bool) -> GenerationRequest:
-    """The request with `max_tokens` set, at most the context left after the prompt; a 400 for asking more.
-
-    An app's own default is cut to what is left (`caller_max_tokens=False`); a number the caller chose is not."""
-    params = request_check(request, n=n)
+    """The request (checked by `request_check`) with `max_tokens` set, at most the context left after the prompt; a
+    400 for asking more. An app's own default is cut to what is left (`caller_max_tokens=False`); a number the
+    caller chose is not."""
+    params = request.params
     left = context - prompt_tokens
     if left <= 0:
         raise ContextLengthExceeded(

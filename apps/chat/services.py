@@ -307,7 +307,7 @@ def _run_start(*, caller: Caller, app, request: GenerationRequest, measure, n: i
     With `stream_async` the streams are opened on the event loop of the ASGI server this thread runs under (a sync
     view runs in a thread of `sync_to_async`; `async_to_sync` hands the coroutine back to that outer loop), which
     is the loop that will read them."""
-    request_check(request, n=n)
+    request = replace(request, params=request_check(request, n=n))
     counting = _counter_pool().submit(contextvars.copy_context().run, measure.request_tokens, request)
     who = {"user": caller.user, "api_key": caller.api_key, "address": caller.address}
     # Slots first: a caller with too many answers streaming is refused without spending a request of the quota.
@@ -316,7 +316,7 @@ def _run_start(*, caller: Caller, app, request: GenerationRequest, measure, n: i
     try:
         meter.quotas, headers = quotas_take(**who)
         prompt_tokens = counting.result()
-        request = request_bound(request, prompt_tokens=prompt_tokens, context=measure.context, n=n,
+        request = request_bound(request, prompt_tokens=prompt_tokens, context=measure.context,
                                 caller_max_tokens=caller_max_tokens)
         engine = engine_get()
         params = request.params

@@ -74,11 +74,8 @@ class StoreASGIHandler(ASGIHandler):
     def _dropped(self, work: asyncio.Future) -> None:
         """The response of a view whose client had left: nobody sends it, so it is closed here (its closers, such as
         the request's, and `request_finished`), in a thread as Django closes responses."""
-        if work.cancelled() or work.exception() is not None:
-            return
-        closing = asyncio.ensure_future(sync_to_async(work.result().close, thread_sensitive=False, executor=self._pool)())
-        closing.add_done_callback(lambda done: done.cancelled() or done.exception() is None
-                                  or logger.warning("closing a dropped response failed: %r", done.exception()))
+        if not work.cancelled() and work.exception() is None:
+            self._pool.submit(_close_dropped, work.result())
 
     def _response_in_thread(self, request):
         # The request signals' connection check, in the thread that holds the connection (Django sends its
@@ -92,6 +89,13 @@ class StoreASGIHandler(ASGIHandler):
             if isinstance(request._stream, _Body):
                 request._stream.let_go()
             close_old_connections()
+
+
+def _close_dropped(response) -> None:
+    try:
+        response.close()
+    except Exception:
+        logger.exception("closing a dropped response failed")
 
 
 class _Body:

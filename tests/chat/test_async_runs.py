@@ -289,15 +289,21 @@ def handler():
     return django_application
 
 
+class ViewsEnded(list):
+    start_after = 0.0
+
+
 @pytest.fixture
 def views_ended(handler, monkeypatch):
     """An event per request that the web handler's thread sets when the view has returned. A client that leaves
     early gets its answer cancelled at once while the view goes on in its thread (it may not even have taken its
-    stream slot yet): what the request leaves behind can only be judged after that."""
-    ended, view = [], handler._response_in_thread
+    stream slot yet): what the request leaves behind can only be judged after that. `ended.start_after`: seconds a
+    view waits in its thread before it starts (as when every thread of the pool was busy)."""
+    ended, view = ViewsEnded(), handler._response_in_thread
 
     def tracked(request):
         ended.append(done := threading.Event())
+        time.sleep(ended.start_after)
         try:
             return view(request)
         finally:
@@ -338,24 +344,15 @@ def test_a_client_that_leaves_before_the_answer_starts_leaves_nothing_running(st
     print(f"left after {leave_in} s: answer {answer.status}, {len(answer.chunks)} pieces, runs {runs}")
 
 
-def test_a_view_that_starts_after_its_client_left_still_reads_the_request(store, key, handler, monkeypatch, caplog):
+def test_a_view_that_starts_after_its_client_left_still_reads_the_request(store, key, views_ended, caplog):
     """Django closes a request's body when the request ends, which is at once when the client leaves; a view that
     only reads it then (its thread was busy) reads it all the same, sees the client gone and starts nothing."""
-    ended, view = threading.Event(), handler._response_in_thread
-
-    def late(request):
-        time.sleep(0.3)  # every thread of the pool was busy
-        try:
-            return view(request)
-        finally:
-            ended.set()
-
-    monkeypatch.setattr(handler, "_run", sync_to_async(late, thread_sensitive=False, executor=handler._pool))
+    views_ended.start_after = 0.3
     body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
 
     async def leave_at_once():
         answer = await asgi_post("/v1/chat/completions", body, key=key, leave_in=0.05)
-        assert await asyncio.to_thread(ended.wait, 10)
+        assert await asyncio.to_thread(views_ended[0].wait, 10)
         return answer
 
     assert asyncio.run(leave_at_once()).status == 0
