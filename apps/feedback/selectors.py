@@ -28,9 +28,11 @@ def feedback_list(*, user, conversation=None, app=None):
     items = Feedback.objects.filter(user=user).select_related("app", "message")
     if conversation not in (None, ""):
         try:
-            items = items.filter(message__conversation_id=int(conversation))
+            conversation = int(conversation)
         except (TypeError, ValueError):
             raise InvalidRequest("conversation must be a conversation's id (a number).", param="conversation") from None
+        # An id past what the database's integers hold names no conversation (SQLite would overflow on it).
+        items = items.filter(message__conversation_id=conversation) if 0 < conversation < 2**63 else items.none()
     if app:
         items = items.filter(app__slug=app)
     return items

@@ -225,6 +225,8 @@ class BatchScheduler:
     def _release(self, seq: Sequence) -> None:
         """The sequence is done: its slots are free for admission."""
         seq.done = True
+        if self.beam is seq:
+            self.beam = None  # gone together with its load: nobody sees a finished search as running
         with self._cv:
             self._units -= seq.cost
 

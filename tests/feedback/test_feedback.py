@@ -162,6 +162,15 @@ def test_feedback_is_its_raters_alone_and_creators_see_counts_only(people, user,
     assert rater.delete(url).status_code == 204 and not Feedback.objects.filter(pk=feedback["id"]).exists()
 
 
+def test_a_conversation_id_out_of_the_databases_range_lists_nothing(people):
+    """Found by the fuzzer: an id past 64 bits overflowed SQLite's integers (a 500); it names no conversation."""
+    rater = people["rater"]
+    for conversation in ("-6080593249277809830920192", str(2**63), "0", "-1"):
+        listed = rater.get(f"/api/v1/feedback/?conversation={conversation}")
+        assert listed.status_code == 200 and listed.json()["results"] == [], conversation
+    assert rater.get("/api/v1/feedback/?conversation=abc").status_code == 400
+
+
 def test_bad_feedback_is_a_clear_400(people):
     rater, chatbot = people["rater"], people["chatbot"]
     _, message = chat(rater, chatbot, "Hello?")
